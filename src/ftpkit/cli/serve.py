@@ -1,0 +1,92 @@
+"""``ftpkit serve [DIR]``: flags are generated from :class:`ServerConfig` fields, so every setting has the same
+name in the TOML file (``passive_ports``) and on the command line (``--passive-ports``)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ftpkit import logs
+from ftpkit.server import serve
+from ftpkit.server.config import ConfigError, ServerConfig, load_toml, validate
+
+_HELP = {
+    "host": "address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)",
+    "port": "control port (default 2121)",
+    "passive_ports": "passive port range LOW-HIGH (default 50000-50100)",
+    "masquerade_address": "IPv4 address announced in 227 replies (server behind NAT)",
+    "masquerade_map": "NETWORK=ADDRESS: announce ADDRESS to clients from NETWORK (repeatable)",
+    "allow_foreign_addresses": "accept PORT/EPRT naming another host than the client (RFC 2577: careful)",
+    "active_from_port_20": "active data connections leave from the control port minus one (needs privilege)",
+    "anonymous": "allow anonymous login (anonymous/ftp, any password)",
+    "anonymous_write": "let anonymous upload and change files",
+    "users_file": "TOML users file (see `ftpkit user add`)",
+    "users": "NAME:PASSWORD: a read-write user whose home is the served root (repeatable)",
+    "xferlog": "also write transfers to this xferlog-format file",
+    "log_level": "debug (shows the control conversation), info, warning, error",
+    "log_format": "text or json",
+}
+
+
+def _options(func: Any) -> Any:
+    for f in reversed(fields(ServerConfig)):
+        if f.name == "root":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = _HELP.get(f.name, f"see README (default {f.default!r})")
+        if f.type in ("bool", bool):
+            func = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None,
+                                help=help_text)(func)
+        elif f.name == "users":
+            func = click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help=help_text)(func)
+        elif f.name == "masquerade_map":
+            func = click.option(flag, f.name, multiple=True, metavar="NET=ADDR", help=help_text)(func)
+        else:
+            func = click.option(flag, f.name, default=None, metavar="VALUE", help=help_text)(func)
+    return func
+
+
+@click.command("serve")
+@click.argument("root", required=False, metavar="[DIR]")
+@click.option("--config", "config_file", metavar="FILE", help="TOML configuration file ([server] table or top level)")
+@_options
+def serve_command(root: str | None, config_file: str | None, **flags: Any) -> None:
+    """Serve DIR (default: the current directory) over FTP.
+
+    With no arguments: the current directory, read-only to anonymous, on 127.0.0.1:2121.
+    """
+    try:
+        values: dict[str, Any] = load_toml(Path(config_file)) if config_file else {}
+        for name, value in flags.items():
+            if value is None or value == ():
+                continue
+            if name == "masquerade_map":
+                value = _parse_map(value)
+            values[name] = value
+        if root is not None:
+            values["root"] = root
+        cfg: ServerConfig = validate(values)
+    except ConfigError as exc:
+        click.echo(f"ftpkit serve: {exc}", err=True)
+        sys.exit(2)
+    logs.setup(cfg.log_level, cfg.log_format)
+    try:
+        code = serve(cfg)
+    except OSError as exc:
+        click.echo(f"ftpkit serve: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+def _parse_map(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        net, eq, addr = item.partition("=")
+        if not eq:
+            raise ConfigError("masquerade_map", f"{item!r} is not NETWORK=ADDRESS")
+        out[net] = addr
+    return out

@@ -1,0 +1,167 @@
+"""Command lines: parsing what a client sends and formatting what a client sends.
+
+The reader is incremental and never blocks: feed it bytes as they arrive and collect the events. It accepts
+CRLF and bare LF, upper-cases verbs (``TYPE i`` from a printer works), keeps every byte of the argument
+(spaces included), tolerates Telnet IAC sequences (RFC 854, as RFC 959 asks) and enforces a line-length limit
+without ever buffering more than that limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftpkit.protocol.errors import CommandError
+
+DEFAULT_MAX_LINE = 4096
+"""Longest accepted command line in bytes, without the line ending (PATH_MAX plus a verb)."""
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+"""Arguments are decoded as UTF-8 with surrogateescape, so any byte sequence (Shift_JIS names from an old
+client, too) round-trips to the file system byte-exact."""
+
+IAC = 0xFF
+_IAC_OPTION_VERBS = frozenset((251, 252, 253, 254))  # WILL WONT DO DONT take one option byte
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command: the verb upper-cased, the argument verbatim (``None`` when there is none)."""
+
+    verb: str
+    arg: str | None = None
+
+    def __str__(self) -> str:
+        return self.verb if self.arg is None else f"{self.verb} {self.arg}"
+
+    def masked(self) -> str:
+        """The command as it may be logged: passwords replaced by asterisks."""
+        if self.verb in ("PASS", "ACCT") and self.arg is not None:
+            return f"{self.verb} ****"
+        return str(self)
+
+    def to_bytes(self, encoding: str = ENCODING) -> bytes:
+        return format_command(self.verb, self.arg, encoding)
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that is not a command. ``reason`` says why, in words fit for a 500 reply."""
+
+    reason: str
+    raw: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """A line longer than the limit; it was discarded up to its line ending."""
+
+    limit: int
+
+
+CommandEvent = Command | BadLine | LineTooLong
+
+
+def _valid_verb(verb: str) -> bool:
+    return 1 <= len(verb) <= 8 and verb.isascii() and verb.isalpha()
+
+
+def parse_command_line(line: bytes, encoding: str = ENCODING) -> Command | BadLine:
+    """Parse one line (without its line ending and without Telnet sequences)."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if not line.strip():
+        return BadLine("empty command line", line)
+    verb_bytes, sep, arg_bytes = line.partition(b" ")
+    try:
+        verb = verb_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        return BadLine("command verb is not ASCII", line)
+    if not _valid_verb(verb):
+        return BadLine("command verb must be 1 to 8 letters", line)
+    if not sep:
+        return Command(verb.upper())
+    return Command(verb.upper(), arg_bytes.decode(encoding, ERRORS))
+
+
+class CommandReader:
+    """Incremental reader of command lines (the server side of a control connection)."""
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, encoding: str = ENCODING) -> None:
+        if max_line < 16:
+            raise ValueError("max_line must be at least 16")
+        self.max_line = max_line
+        self.encoding = encoding
+        self._buf = bytearray()
+        self._telnet = 0  # 0: data; 1: after IAC; 2: after IAC WILL/WONT/DO/DONT
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for a line ending."""
+        return len(self._buf)
+
+    def _strip_telnet(self, data: bytes) -> bytes:
+        if self._telnet == 0 and IAC not in data:
+            return data
+        out = bytearray()
+        for byte in data:
+            if self._telnet == 1:
+                if byte == IAC:
+                    out.append(IAC)  # IAC IAC is a literal 0xFF
+                    self._telnet = 0
+                elif byte in _IAC_OPTION_VERBS:
+                    self._telnet = 2
+                else:
+                    self._telnet = 0  # IP, DM, AYT, ... : a two-byte sequence, dropped
+            elif self._telnet == 2:
+                self._telnet = 0
+            elif byte == IAC:
+                self._telnet = 1
+            else:
+                out.append(byte)
+        return bytes(out)
+
+    def feed(self, data: bytes) -> list[CommandEvent]:
+        """Take the bytes that arrived; return the events of every line they complete."""
+        events: list[CommandEvent] = []
+        data = self._strip_telnet(data)
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            if end < 0:
+                chunk = data[start:]
+                if not self._discarding:
+                    self._buf += chunk
+                    if len(self._buf) > self.max_line + 1:  # +1: a CR may still be followed by LF
+                        self._buf.clear()
+                        self._discarding = True
+                break
+            chunk = data[start:end]
+            start = end + 1
+            if self._discarding:
+                self._discarding = False
+                events.append(LineTooLong(self.max_line))
+                continue
+            line = bytes(self._buf + chunk) if self._buf else chunk
+            self._buf.clear()
+            if len(line.removesuffix(b"\r")) > self.max_line:
+                events.append(LineTooLong(self.max_line))
+            else:
+                events.append(parse_command_line(line, self.encoding))
+        return events
+
+
+def format_command(verb: str, arg: str | None = None, encoding: str = ENCODING) -> bytes:
+    """Format a command line with CRLF. Refuses what would inject a second command."""
+    if not _valid_verb(verb):
+        raise CommandError(f"invalid command verb {verb!r}")
+    line = verb.upper() if arg is None else f"{verb.upper()} {arg}"
+    if "\r" in line or "\n" in line:
+        raise CommandError("a command argument may not contain CR or LF")
+    try:
+        raw = line.encode(encoding, ERRORS)
+    except (UnicodeEncodeError, LookupError) as exc:
+        raise CommandError(f"cannot encode command in {encoding}: {exc}") from None
+    # RFC 2640 §3.1: a 0xFF byte inside a path travels as IAC IAC.
+    return raw.replace(b"\xff", b"\xff\xff") + b"\r\n"

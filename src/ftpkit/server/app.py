@@ -1,0 +1,129 @@
+"""The listening server: accepts control connections, enforces session limits, shuts down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from ftpkit.protocol.replies import Reply
+from ftpkit.server.accounts import Accounts
+from ftpkit.server.config import ServerConfig
+from ftpkit.server.data import PortPool, plain_ip
+from ftpkit.server.session import Session, Shared, StorageFactory
+from ftpkit.server.storage import LocalStorage
+from ftpkit.server.xferlog import TransferLog
+
+log = logging.getLogger("ftpkit.server")
+
+
+def _can_bind(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class FTPServer:
+    """``async with FTPServer(cfg) as server: await server.serve_forever()``; or start()/stop()."""
+
+    def __init__(self, cfg: ServerConfig, storage_factory: StorageFactory = LocalStorage) -> None:
+        self.cfg = cfg
+        self.executor = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="ftpkit-io")
+        self.shared = Shared(
+            cfg=cfg,
+            accounts=Accounts.from_config(cfg),
+            pool=PortPool(*cfg.passive_ports),
+            executor=self.executor,
+            transfer_log=TransferLog(cfg.xferlog),
+            storage_factory=storage_factory,
+        )
+        self._per_ip: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = cfg.port
+
+    async def start(self) -> None:
+        if self.cfg.active_from_port_20:
+            source = self.cfg.port - 1
+            if _can_bind("0.0.0.0" if ":" not in self.cfg.host else "::", source):
+                self.shared.active_source_port = source
+            else:
+                log.warning("active_from_port_20: cannot bind port %d (needs root or CAP_NET_BIND_SERVICE); "
+                            "active data connections leave from any port", source)
+        self._server = await asyncio.start_server(
+            self._accept, self.cfg.host, self.cfg.port, backlog=self.cfg.listen_backlog, reuse_address=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        ip = plain_ip(peer[0]) if peer else "?"
+        try:
+            refusal = None
+            if len(self.shared.sessions) >= self.cfg.max_sessions:
+                refusal = f"Too many sessions ({self.cfg.max_sessions}); try again later."
+            elif self._per_ip[ip] >= self.cfg.max_sessions_per_ip:
+                refusal = f"Too many sessions from your address ({self.cfg.max_sessions_per_ip}); try again later."
+            if refusal is not None:
+                log.warning("refused %s: %s", ip, refusal)
+                with contextlib.suppress(ConnectionError, OSError):
+                    writer.write(Reply.of(421, refusal).to_bytes())
+                    await writer.drain()
+                writer.close()
+                return
+            self._per_ip[ip] += 1
+            try:
+                await Session(self.shared, reader, writer).run()
+            finally:
+                self._per_ip[ip] -= 1
+                if self._per_ip[ip] <= 0:
+                    del self._per_ip[ip]
+        except Exception:
+            log.exception("session from %s failed", ip)
+            writer.close()
+        finally:
+            self._tasks.discard(task)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; close idle sessions; let running transfers finish within the grace period."""
+        grace = self.cfg.shutdown_grace if grace is None else grace
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.shared.sessions):
+            await session.shutdown()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.shared.transfer_log.close()
+
+    async def serve_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received: stopping (grace %g s)", self.cfg.shutdown_grace)
+        await self.stop()
+
+    async def __aenter__(self) -> FTPServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop(grace=0)

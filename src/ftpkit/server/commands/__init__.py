@@ -1,0 +1,13 @@
+"""Command handlers, one module per area; importing this package fills :data:`COMMANDS`.
+
+- ``access``:   USER PASS ACCT QUIT
+- ``datachan``: PORT EPRT PASV EPSV (the data connection's announcement)
+- ``transfer``: RETR STOR STOU APPE LIST NLST MLSD REST ABOR ALLO
+- ``files``:    CWD CDUP PWD MKD RMD DELE RNFR RNTO SIZE MDTM MLST
+- ``info``:     SYST FEAT OPTS HELP STAT NOOP SITE TYPE MODE STRU
+"""
+
+from ftpkit.server.commands import access, datachan, files, info, transfer
+from ftpkit.server.commands.table import COMMANDS, Spec, command
+
+__all__ = ["COMMANDS", "Spec", "access", "command", "datachan", "files", "info", "transfer"]

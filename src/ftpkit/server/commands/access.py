@@ -1,0 +1,71 @@
+"""USER PASS ACCT QUIT: logging in and out.
+
+USER never reveals whether a name exists (always 331). A failed PASS is answered after a delay and counted; at
+``max_login_failures`` the session gets 421 and is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ftpkit.server.commands.table import command
+
+if TYPE_CHECKING:
+    from ftpkit.protocol.commands import Command
+    from ftpkit.server.session import Session
+
+log = logging.getLogger("ftpkit.server")
+
+
+@command("USER", login=False, arg="required", syntax="USER name")
+async def user(s: Session, cmd: Command) -> None:
+    if s.account is not None:
+        await s.reply(503, f"Already logged in as {s.account.name}.")
+        return
+    s.pending_user = cmd.arg
+    if s.shared.accounts.is_anonymous_name(cmd.arg or ""):
+        await s.reply(331, "Anonymous login: send your e-mail address as the password.")
+    else:
+        await s.reply(331, "Please specify the password.")
+
+
+@command("PASS", login=False, syntax="PASS password")
+async def pass_(s: Session, cmd: Command) -> None:
+    if s.account is not None:
+        await s.reply(503, "Already logged in.")
+        return
+    if s.pending_user is None:
+        await s.reply(503, "Login with USER first.")
+        return
+    name, s.pending_user = s.pending_user, None
+    accounts = s.shared.accounts
+    account = await asyncio.get_running_loop().run_in_executor(
+        s.shared.executor, accounts.check, name, cmd.arg or ""
+    )
+    if account is None:
+        s.failures += 1
+        log.warning("[%s] failed login as %r from %s (%d)", s.id, name, s.peer_ip, s.failures)
+        await asyncio.sleep(s.cfg.login_fail_delay)  # slows password guessing; other sessions carry on
+        if s.failures >= s.cfg.max_login_failures:
+            await s.reply(421, "Too many failed logins: closing control connection.")
+        else:
+            await s.reply(530, "Login incorrect.")
+        return
+    s.account = account
+    s.storage = s.shared.storage_factory(account.home, s.shared.executor)
+    s.cwd = "/"
+    access = "read-write" if account.write else "read-only"
+    log.info("[%s] login %s from %s (%s)", s.id, account.name, s.peer_ip, access)
+    await s.reply(230, f"Login successful ({access}).")
+
+
+@command("ACCT", login=False, arg="required", syntax="ACCT account")
+async def acct(s: Session, cmd: Command) -> None:
+    await s.reply(202, "ACCT not needed.")
+
+
+@command("QUIT", login=False, arg="none")
+async def quit_(s: Session, cmd: Command) -> None:
+    await s.reply(221, "Goodbye.")

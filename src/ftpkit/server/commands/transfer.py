@@ -1,0 +1,315 @@
+"""RETR STOR STOU APPE LIST NLST MLSD REST ABOR ALLO: everything that moves data over a data connection.
+
+A transfer command is checked and its file opened first (550 on failure, nothing touches the network); then a
+task of its own opens the data connection (425 when it cannot), sends 150, moves the data and answers 226 (or
+426 when the data connection breaks, 451 on a local error, 552 when storage is full). Meanwhile the session keeps
+reading the control connection, so ABOR (426 then 226) and STAT (bytes so far) are answered during the transfer.
+
+Downloads in TYPE I go through ``loop.sendfile`` (the kernel's sendfile(2)); uploads are read in large chunks and
+written by a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, BinaryIO
+
+from ftpkit.protocol.ascii import FromNetwork, ToNetwork
+from ftpkit.server.commands.table import command
+from ftpkit.server.data import DataConnectionError, DataStream, Transfer
+from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
+from ftpkit.server.storage import StorageError
+from ftpkit.server.xferlog import TransferRecord
+
+if TYPE_CHECKING:
+    from ftpkit.protocol.commands import Command
+    from ftpkit.server.session import Session
+
+log = logging.getLogger("ftpkit.server")
+
+SENDFILE_CHUNK = 4 << 20  # bytes per sendfile call: progress for STAT, and a bound for the idle timeout
+WRITE_BATCH = 1 << 20  # uploads are written to disk in batches of about this size
+READ_CHUNK = 256 << 10  # TYPE A downloads read this much per thread call
+
+Body = Callable[[DataStream, Transfer], Awaitable[None]]
+
+
+class TransferAborted(Exception):
+    """The data connection broke or stalled; the text goes into a 426 reply."""
+
+
+async def _start(s: Session, cmd: Command, path: str, direction: str, opening: str, body: Body,
+                 cleanup: Callable[[], Awaitable[None]] | None = None, done_text: str = "Transfer complete.") -> None:
+    """Take the announced data connection and run the transfer in a task of its own."""
+    channel = s.data
+    s.data = None
+    if channel is None:
+        if cleanup is not None:
+            await cleanup()
+        await s.reply(425, "Use PORT, EPRT, PASV or EPSV first.")
+        return
+    transfer = Transfer(cmd, path, direction, channel)
+    s.transfer = transfer
+    transfer.task = asyncio.create_task(_run(s, transfer, opening, body, cleanup, done_text))
+
+
+async def _run(s: Session, t: Transfer, opening: str, body: Body,
+               cleanup: Callable[[], Awaitable[None]] | None, done_text: str) -> None:
+    error = ""
+    complete = False
+    try:
+        try:
+            t.stream = await t.channel.open(
+                s.cfg.data_accept_timeout if t.channel.mode == "passive" else s.cfg.data_connect_timeout
+            )
+        except DataConnectionError as exc:
+            error = str(exc)
+            log.warning("[%s] %s %s: data connection failed: %s", s.id, t.command.verb, t.path, exc)
+            await s.reply(425, f"Cannot open data connection: {exc}.", to=t.command)
+            return
+        finally:
+            t.channel.close()
+        t.started = time.monotonic()
+        await s.reply(150, opening, to=t.command)
+        try:
+            await body(t.stream, t)
+            await t.stream.close()
+            if cleanup is not None:  # an upload is on disk (flushed and closed) before its 226
+                done, cleanup = cleanup, None
+                await done()
+        except StorageError as exc:
+            error = exc.reason
+            await s.reply(452 if exc.code == 552 else 451, f"{exc.reason}.", to=t.command)
+            return
+        except (TransferAborted, ConnectionError, OSError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            await s.reply(426, f"Data connection closed, transfer aborted: {error}.", to=t.command)
+            return
+        complete = True
+        await s.reply(226, done_text, to=t.command)
+    except asyncio.CancelledError:
+        error = "aborted"
+        raise
+    finally:
+        if t.stream is not None:
+            t.stream.writer.close()
+        if cleanup is not None:
+            try:
+                await cleanup()
+            except StorageError as exc:  # a failed close of an upload loses data: say so in the log
+                log.error("[%s] %s", s.id, exc.reason)
+        if s.transfer is t:
+            s.transfer = None
+        s.transfers += 1
+        s.shared.transfer_log.record(TransferRecord(
+            session=s.id, user=s.user, anonymous=bool(s.account and s.account.anonymous), peer=s.peer_ip,
+            command=t.command.verb, path=t.path, direction=t.direction, bytes=t.bytes,
+            seconds=time.monotonic() - t.started, ascii=s.ascii, mode=t.channel.mode, method=t.channel.method,
+            announced=str(t.channel.announced), complete=complete, error=error,
+        ))
+
+
+def _type_name(s: Session) -> str:
+    return "ASCII" if s.ascii else "BINARY"
+
+
+# --- downloads ---------------------------------------------------------------------------------------------
+
+async def _send_file(s: Session, fh: BinaryIO, offset: int, stream: DataStream, t: Transfer) -> None:
+    loop = asyncio.get_running_loop()
+    idle = s.cfg.data_idle_timeout
+    if not s.ascii:
+        position = offset
+        while True:
+            sent = await asyncio.wait_for(
+                loop.sendfile(stream.writer.transport, fh, position, SENDFILE_CHUNK), idle
+            )
+            if sent == 0:
+                return
+            position += sent
+            t.bytes += sent
+    convert = ToNetwork()
+    assert s.storage is not None
+    while True:
+        chunk = await s.storage.read(fh, READ_CHUNK)
+        if not chunk:
+            return
+        data = convert.convert(chunk)
+        stream.writer.write(data)
+        t.bytes += len(data)
+        await asyncio.wait_for(stream.writer.drain(), idle)
+
+
+@command("RETR", arg="required", syntax="RETR path")
+async def retr(s: Session, cmd: Command) -> None:
+    assert s.storage is not None
+    path = s.vpath(cmd.arg)
+    offset, s.rest = s.rest, 0
+    try:
+        fh, size = await s.storage.open_read(path, offset)
+    except StorageError as exc:
+        s.set_data(None)
+        await s.reply(exc.code, f"{exc.reason}.")
+        return
+    storage = s.storage
+    await _start(
+        s, cmd, path, "o",
+        f"Opening {_type_name(s)} mode data connection for {posixpath.basename(path)} ({size} bytes).",
+        lambda stream, t: _send_file(s, fh, offset, stream, t),
+        cleanup=lambda: storage.close(fh),
+    )
+
+
+# --- uploads -----------------------------------------------------------------------------------------------
+
+async def _receive_file(s: Session, fh: BinaryIO, stream: DataStream, t: Transfer) -> None:
+    assert s.storage is not None
+    idle = s.cfg.data_idle_timeout
+    convert = FromNetwork() if s.ascii else None
+    batch = bytearray()
+    while True:
+        chunk = await asyncio.wait_for(stream.reader.read(WRITE_BATCH), idle)
+        if not chunk:
+            break
+        t.bytes += len(chunk)
+        batch += convert.convert(chunk) if convert else chunk
+        if len(batch) >= WRITE_BATCH:
+            await s.storage.write(fh, batch)
+            batch = bytearray()
+    if convert:
+        batch += convert.flush()
+    if batch:
+        await s.storage.write(fh, batch)
+
+
+async def _upload(s: Session, cmd: Command, path: str, fh: BinaryIO, done_text: str = "Transfer complete.",
+                  opening: str | None = None) -> None:
+    storage = s.storage
+    assert storage is not None
+    await _start(
+        s, cmd, path, "i",
+        opening or f"Ok to send data ({_type_name(s)} mode).",
+        lambda stream, t: _receive_file(s, fh, stream, t),
+        cleanup=lambda: storage.close(fh),
+        done_text=done_text,
+    )
+
+
+async def _open_upload(s: Session, path: str, offset: int, append: bool) -> BinaryIO | None:
+    assert s.storage is not None
+    try:
+        return await s.storage.open_write(path, offset, append)
+    except StorageError as exc:
+        s.set_data(None)
+        await s.reply(exc.code, f"{exc.reason}.")
+        return None
+
+
+@command("STOR", arg="required", write=True, syntax="STOR path")
+async def stor(s: Session, cmd: Command) -> None:
+    path = s.vpath(cmd.arg)
+    offset, s.rest = s.rest, 0
+    fh = await _open_upload(s, path, offset, append=False)
+    if fh is not None:
+        await _upload(s, cmd, path, fh)
+
+
+@command("APPE", arg="required", write=True, syntax="APPE path")
+async def appe(s: Session, cmd: Command) -> None:
+    path = s.vpath(cmd.arg)
+    s.rest = 0
+    fh = await _open_upload(s, path, 0, append=True)
+    if fh is not None:
+        await _upload(s, cmd, path, fh)
+
+
+@command("STOU", write=True, syntax="STOU [name]")
+async def stou(s: Session, cmd: Command) -> None:
+    assert s.storage is not None
+    s.rest = 0
+    wanted = s.vpath(cmd.arg) if cmd.arg else posixpath.join(s.cwd, "ftpkit.upload")
+    directory, stem = posixpath.split(wanted)
+    try:
+        name, fh = await s.storage.create_unique(directory, stem)
+    except StorageError as exc:
+        s.set_data(None)
+        await s.reply(exc.code, f"{exc.reason}.")
+        return
+    path = posixpath.join(directory, name)
+    # RFC 1123 4.1.2.9: "150 FILE: name"
+    await _upload(s, cmd, path, fh, done_text=f"Transfer complete (unique file name: {name}).",
+                  opening=f"FILE: {name}")
+
+
+# --- listings ----------------------------------------------------------------------------------------------
+
+async def _send_listing(s: Session, cmd: Command, lines: list[str]) -> None:
+    data = "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
+
+    async def body(stream: DataStream, t: Transfer) -> None:
+        stream.writer.write(data)
+        t.bytes = len(data)
+        await asyncio.wait_for(stream.writer.drain(), s.cfg.data_idle_timeout)
+
+    await _start(s, cmd, s.cwd, "o", "Here comes the directory listing.", body,
+                 done_text="Directory send OK.")
+
+
+async def _listing(s: Session, cmd: Command, make: Callable[..., Awaitable[list[str]]]) -> None:
+    try:
+        lines = await make(s, split_list_arg(cmd.arg))
+    except StorageError as exc:
+        s.set_data(None)
+        await s.reply(exc.code, f"{exc.reason}.")
+        return
+    await _send_listing(s, cmd, lines)
+
+
+@command("LIST", syntax="LIST [-options] [path]")
+async def list_(s: Session, cmd: Command) -> None:
+    await _listing(s, cmd, list_lines)
+
+
+@command("NLST", syntax="NLST [path]")
+async def nlst(s: Session, cmd: Command) -> None:
+    await _listing(s, cmd, nlst_lines)
+
+
+@command("MLSD", syntax="MLSD [path]")
+async def mlsd(s: Session, cmd: Command) -> None:
+    await _listing(s, cmd, lambda s, arg: mlsd_lines(s, cmd.arg))
+
+
+# --- control of transfers ----------------------------------------------------------------------------------
+
+@command("REST", arg="required", syntax="REST offset")
+async def rest(s: Session, cmd: Command) -> None:
+    text = (cmd.arg or "").strip()
+    if not text.isdigit() or len(text) > 18:
+        await s.reply(501, f"REST needs a byte offset, not {text[:20]!r}.")
+        return
+    s.rest = int(text)
+    await s.reply(350, f"Restarting at {s.rest}. Send STOR or RETR to start the transfer.")
+
+
+@command("ABOR", login=False, arg="none")
+async def abor(s: Session, cmd: Command) -> None:
+    transfer = s.transfer
+    if transfer is None:
+        s.set_data(None)
+        await s.reply(225, "No transfer to abort.")
+        return
+    await s.abort_transfer()
+    if s.conv.transfer is transfer.command:
+        await s.reply(426, "Connection closed; transfer aborted.", to=transfer.command)
+    s.transfer = None
+    await s.reply(226, "ABOR successful.")
+
+
+@command("ALLO", syntax="ALLO bytes")
+async def allo(s: Session, cmd: Command) -> None:
+    await s.reply(202, "ALLO not needed: storage is allocated as the data arrives.")

@@ -1,0 +1,87 @@
+"""Listings for LIST, NLST, MLSD, MLST and STAT: gathering facts through storage, formatting through the
+protocol core's :mod:`ftpkit.protocol.listing`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import TYPE_CHECKING
+
+from ftpkit.protocol.listing import Facts, format_facts, format_ls_line
+from ftpkit.server.storage import StorageError
+
+if TYPE_CHECKING:
+    from ftpkit.server.session import Session
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def split_list_arg(arg: str | None) -> str | None:
+    """Drop ``ls`` options that clients send (``LIST -la dir`` -> ``dir``)."""
+    if not arg:
+        return None
+    words = arg.split(" ")
+    while words and words[0].startswith("-") and len(words[0]) > 1:
+        words.pop(0)
+    rest = " ".join(words)
+    return rest or None
+
+
+def perm_of(facts: Facts, write: bool) -> str:
+    """The RFC 3659 ``perm`` fact for this user."""
+    if facts.is_dir:
+        return "elcmpdf" if write else "el"
+    return "rawdf" if write else "r"
+
+
+async def _resolve(s: Session, arg: str | None) -> tuple[str, str | None, Facts | None]:
+    """(directory, glob pattern or None, facts when the argument names a single file)."""
+    assert s.storage is not None
+    path = s.vpath(arg)
+    if arg and GLOB_CHARS & set(posixpath.basename(path)):
+        return posixpath.dirname(path), posixpath.basename(path), None
+    facts = await s.storage.stat(path)
+    if facts.is_dir:
+        return path, None, None
+    return posixpath.dirname(path), None, facts
+
+
+async def list_lines(s: Session, arg: str | None) -> list[str]:
+    assert s.storage is not None
+    directory, pattern, single = await _resolve(s, arg)
+    now = time.time()
+    if single is not None:
+        return [format_ls_line(single, now)]
+    entries = await s.storage.listdir(directory, pattern)
+    return [format_ls_line(f, now) for f in entries]
+
+
+async def nlst_lines(s: Session, arg: str | None) -> list[str]:
+    assert s.storage is not None
+    directory, pattern, single = await _resolve(s, arg)
+    if single is not None:
+        return [arg or single.name]
+    entries = await s.storage.listdir(directory, pattern)
+    if pattern is not None and arg and "/" in arg:
+        prefix = posixpath.dirname(arg)
+        return [posixpath.join(prefix, f.name) for f in entries]  # as ls prints "dir/*.txt"
+    return [f.name for f in entries]
+
+
+async def mlsd_lines(s: Session, arg: str | None) -> list[str]:
+    assert s.storage is not None and s.account is not None
+    path = s.vpath(arg)
+    facts = await s.storage.stat(path)
+    if not facts.is_dir:
+        raise StorageError(f"{path}: not a directory (MLSD lists directories; use MLST for a file)", 501)
+    entries = await s.storage.listdir(path)
+    return [format_facts(f, perm_of(f, s.account.write)) for f in entries]
+
+
+async def mlst_line(s: Session, arg: str | None) -> str:
+    assert s.storage is not None and s.account is not None
+    path = s.vpath(arg)
+    facts = await s.storage.stat(path)
+    named = Facts(path, facts.mode, facts.size, facts.mtime, facts.nlink, facts.unique)
+    return format_facts(named, perm_of(facts, s.account.write))

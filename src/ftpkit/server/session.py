@@ -1,0 +1,216 @@
+"""One control connection: reads commands, checks the command table's preconditions, calls handlers, and keeps
+replies in order through the protocol core's :class:`ServerConversation`. One task per session; a transfer runs in
+a task of its own so ABOR and STAT can be answered while it moves data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftpkit.protocol.commands import Command, CommandEvent
+from ftpkit.protocol.conversation import Phase, ServerConversation, bad_line_text
+from ftpkit.protocol.hostport import HostPort
+from ftpkit.protocol.replies import Reply
+from ftpkit.server.accounts import Account, Accounts
+from ftpkit.server.commands import COMMANDS
+from ftpkit.server.config import ServerConfig
+from ftpkit.server.data import DataChannel, PortPool, Transfer, plain_ip
+from ftpkit.server.storage import LocalStorage, join_virtual
+from ftpkit.server.xferlog import TransferLog
+
+log = logging.getLogger("ftpkit.server")
+_ids = itertools.count(1)
+
+StorageFactory = Callable[[Path, Executor], LocalStorage]
+
+
+@dataclass
+class Shared:
+    """What all sessions of one server share; built once at start-up."""
+
+    cfg: ServerConfig
+    accounts: Accounts
+    pool: PortPool
+    executor: Executor
+    transfer_log: TransferLog
+    active_source_port: int | None = None  # 20 when active_from_port_20 is in force
+    storage_factory: StorageFactory = LocalStorage
+    sessions: set[Session] = field(default_factory=set)
+
+
+class Session:
+    def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.shared = shared
+        self.cfg = shared.cfg
+        self.reader, self.writer = reader, writer
+        self.id = f"s{next(_ids)}"
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
+        self.peer_ip, self.peer_port = plain_ip(peer[0]), peer[1]
+        self.local_ip, self.local_port = plain_ip(local[0]), local[1]
+        self.conv = ServerConversation(self.cfg.max_line)
+        self.started = time.monotonic()
+        # login
+        self.pending_user: str | None = None
+        self.account: Account | None = None
+        self.storage: LocalStorage | None = None
+        self.failures = 0
+        # command state
+        self.cwd = "/"
+        self.ascii = True  # TYPE A is the RFC 959 default
+        self.rest = 0
+        self.rename_from: str | None = None
+        self.previous_verb = ""
+        self.data: DataChannel | None = None
+        self.epsv_all = False
+        self.transfer: Transfer | None = None
+        self.transfers = 0
+
+    # --- replies -------------------------------------------------------------------------------------------
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.peer_ip
+
+    @property
+    def user(self) -> str:
+        if self.account is not None:
+            return self.account.name
+        return "-"
+
+    async def reply(self, code: int, text: str | list[str], to: CommandEvent | None = None) -> None:
+        self._send(self.conv.reply(Reply.of(code, text), to))
+        await self.writer.drain()
+
+    def _send(self, data: bytes) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            for line in data.decode("utf-8", "replace").splitlines():
+                log.debug("[%s] <-- %s", self.id, line)
+        self.writer.write(data)
+
+    def vpath(self, path: str | None) -> str:
+        return join_virtual(self.cwd, path or "")
+
+    def set_data(self, channel: DataChannel | None) -> None:
+        """Announce a new data connection, closing any earlier one not used yet."""
+        if self.data is not None:
+            self.data.close()
+        self.data = channel
+
+    def masquerade_for_peer(self) -> str:
+        """The address to announce in 227 for this client (never 0.0.0.0)."""
+        import ipaddress
+
+        peer = ipaddress.ip_address(self.peer_ip)
+        for network, address in self.cfg.masquerade_map:
+            if peer.version == network.version and peer in network:
+                return address
+        return self.cfg.masquerade_address or self.local_ip
+
+    def active_refusal(self, target: HostPort) -> str | None:
+        """Why a PORT/EPRT target is refused (RFC 2577), or ``None``."""
+        if target.port < 1024:
+            return f"port {target.port} is below 1024"
+        if not self.cfg.allow_foreign_addresses and plain_ip(target.host) != self.peer_ip:
+            return f"{target.host} is not the address of your control connection ({self.peer_ip})"
+        return None
+
+    def active_source(self) -> tuple[str, int] | None:
+        port = self.shared.active_source_port
+        return (self.local_ip, port) if port is not None else None
+
+    # --- the control loop ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.shared.sessions.add(self)
+        log.info("[%s] connect from %s:%d", self.id, self.peer_ip, self.peer_port)
+        read_task: asyncio.Task[bytes] | None = None
+        try:
+            self._send(self.conv.greet(Reply.of(220, self.cfg.banner)))
+            await self.writer.drain()
+            while self.conv.phase is Phase.READY:
+                event = self.conv.next_event()
+                if event is not None:
+                    await self.dispatch(event)
+                    continue
+                if read_task is None:
+                    read_task = asyncio.create_task(self.reader.read(65536))
+                waits: set[asyncio.Future] = {read_task}
+                if self.transfer is not None and self.transfer.task is not None:
+                    waits.add(self.transfer.task)
+                timeout = None if self.transfer is not None else self.cfg.idle_timeout
+                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    log.info("[%s] idle for %g s: closing", self.id, self.cfg.idle_timeout)
+                    self._send(self.conv.notice(Reply.of(421, "Timeout: closing control connection.")))
+                    await self.writer.drain()
+                    break
+                if read_task in done:
+                    data = read_task.result()
+                    read_task = None
+                    if not data:
+                        break
+                    self.conv.receive_data(data)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            log.info("[%s] control connection lost: %s", self.id, exc)
+        finally:
+            if read_task is not None:
+                read_task.cancel()
+            await self.abort_transfer()
+            self.set_data(None)
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+            self.shared.sessions.discard(self)
+            log.info("[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
+                     time.monotonic() - self.started, self.transfers)
+
+    async def shutdown(self) -> None:
+        """Close an idle session at server shutdown (421)."""
+        if self.conv.phase is Phase.READY and self.transfer is None:
+            with contextlib.suppress(Exception):
+                self._send(self.conv.notice(Reply.of(421, "Server shutting down.")))
+                await self.writer.drain()
+            self.writer.close()
+
+    async def dispatch(self, event: CommandEvent) -> None:
+        if not isinstance(event, Command):
+            log.info("[%s] bad command line: %s", self.id, bad_line_text(event))
+            await self.reply(500, bad_line_text(event))
+            return
+        log.debug("[%s] --> %s", self.id, event.masked())
+        spec = COMMANDS.get(event.verb)
+        previous, self.previous_verb = self.previous_verb, event.verb
+        if (event.verb != "RNTO" or previous != "RNFR") and event.verb != "RNFR":
+            self.rename_from = None
+        if spec is None:
+            await self.reply(502, f"Command not implemented: {event.verb[:8]}.")
+            return
+        if spec.login and self.account is None:
+            await self.reply(530, "Please log in with USER and PASS.")
+            return
+        if spec.arg == "required" and not event.arg:
+            await self.reply(501, f"{event.verb} needs an argument: {spec.syntax}.")
+            return
+        if spec.arg == "none" and event.arg:
+            await self.reply(501, f"{event.verb} takes no argument.")
+            return
+        if spec.write and not (self.account and self.account.write):
+            await self.reply(550, "Permission denied: this account is read-only.")
+            return
+        await spec.handler(self, event)
+
+    async def abort_transfer(self) -> bool:
+        """Stop the transfer in progress, if any; ``True`` if one was stopped."""
+        transfer = self.transfer
+        if transfer is None or transfer.task is None or transfer.task.done():
+            return False
+        transfer.task.cancel()
+        await asyncio.wait([transfer.task])
+        return True
