@@ -101,8 +101,9 @@ class FTPServer:
         grace = self.cfg.shutdown_grace if grace is None else grace
         if self._server is not None:
             self._server.close()
+        self.shared.stopping = True
         for session in list(self.shared.sessions):
-            await session.shutdown()
+            session.wake()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:

@@ -44,6 +44,7 @@ class Shared:
     active_source_port: int | None = None  # 20 when active_from_port_20 is in force
     storage_factory: StorageFactory = LocalStorage
     sessions: set[Session] = field(default_factory=set)
+    stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
 
 
 class Session:
@@ -73,6 +74,7 @@ class Session:
         self.epsv_all = False
         self.transfer: Transfer | None = None
         self.transfers = 0
+        self._wakeup: asyncio.Future[None] | None = None
 
     # --- replies -------------------------------------------------------------------------------------------
     @property
@@ -135,17 +137,23 @@ class Session:
             self._send(self.conv.greet(Reply.of(220, self.cfg.banner)))
             await self.writer.drain()
             while self.conv.phase is Phase.READY:
+                if self.shared.stopping and self.transfer is None:
+                    self._send(self.conv.notice(Reply.of(421, "Server shutting down.")))
+                    await self.writer.drain()
+                    break
                 event = self.conv.next_event()
                 if event is not None:
                     await self.dispatch(event)
                     continue
                 if read_task is None:
                     read_task = asyncio.create_task(self.reader.read(65536))
-                waits: set[asyncio.Future] = {read_task}
+                self._wakeup = asyncio.get_running_loop().create_future()
+                waits: set[asyncio.Future] = {read_task, self._wakeup}
                 if self.transfer is not None and self.transfer.task is not None:
                     waits.add(self.transfer.task)
                 timeout = None if self.transfer is not None else self.cfg.idle_timeout
                 done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                self._wakeup = None
                 if not done:
                     log.info("[%s] idle for %g s: closing", self.id, self.cfg.idle_timeout)
                     self._send(self.conv.notice(Reply.of(421, "Timeout: closing control connection.")))
@@ -171,13 +179,10 @@ class Session:
             log.info("[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
                      time.monotonic() - self.started, self.transfers)
 
-    async def shutdown(self) -> None:
-        """Close an idle session at server shutdown (421)."""
-        if self.conv.phase is Phase.READY and self.transfer is None:
-            with contextlib.suppress(Exception):
-                self._send(self.conv.notice(Reply.of(421, "Server shutting down.")))
-                await self.writer.drain()
-            self.writer.close()
+    def wake(self) -> None:
+        """Make the control loop look at the server's state now (used at shutdown)."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def dispatch(self, event: CommandEvent) -> None:
         if not isinstance(event, Command):
