@@ -51,6 +51,38 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if self.family == 2 else f"{self.host}:{self.port}"
 
 
+def plain_ip(address: str) -> str:
+    """``::ffff:127.0.0.1`` -> ``127.0.0.1``; other addresses normalised (a zone index is dropped)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def classify_announced(announced: str, control_peer: str) -> str:
+    """How a passive announcement's address relates to the control connection's peer.
+
+    ``same``; or why it differs: ``unspecified`` (0.0.0.0), ``loopback``, ``link-local``, ``private`` (RFC 1918 and
+    the like, while the control peer is elsewhere), or ``other-host`` (a different, routable address).
+    """
+    try:
+        ip = ipaddress.ip_address(plain_ip(announced))
+        peer = ipaddress.ip_address(plain_ip(control_peer))
+    except ValueError:
+        return "other-host"
+    if ip == peer:
+        return "same"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_private and not peer.is_private:
+        return "private"
+    return "other-host"
+
+
 def explain_port(port: int) -> str:
     """``50000`` -> ``195*256+80 = 50000``."""
     return f"{port >> 8}*256+{port & 0xFF} = {port}"

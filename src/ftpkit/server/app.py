@@ -10,10 +10,11 @@ import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Accounts
 from ftpkit.server.config import ServerConfig
-from ftpkit.server.data import PortPool, plain_ip
+from ftpkit.server.data import PortPool
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.xferlog import TransferLog

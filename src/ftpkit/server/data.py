@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import random
 import socket
@@ -20,20 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 from ftpkit.protocol.commands import Command
-from ftpkit.protocol.hostport import HostPort
+from ftpkit.protocol.hostport import HostPort, plain_ip
 
 log = logging.getLogger("ftpkit.server")
 
 DATA_BUFFER = 1 << 20
 """Stream buffer limit of a data connection: large reads mean few Python iterations per MiB."""
-
-
-def plain_ip(address: str) -> str:
-    """``::ffff:127.0.0.1`` -> ``127.0.0.1``; others unchanged (normalised)."""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
 
 
 class DataConnectionError(Exception):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from ftpkit.protocol.commands import Command, CommandEvent
 from ftpkit.protocol.conversation import Phase, ServerConversation, bad_line_text
-from ftpkit.protocol.hostport import HostPort
+from ftpkit.protocol.hostport import HostPort, plain_ip
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
 from ftpkit.server.config import ServerConfig
-from ftpkit.server.data import DataChannel, PortPool, Transfer, plain_ip
+from ftpkit.server.data import DataChannel, PortPool, Transfer
 from ftpkit.server.storage import LocalStorage, join_virtual
 from ftpkit.server.xferlog import TransferLog
 

@@ -1,0 +1,379 @@
+"""The asyncio FTP client. ``async with FTPClient(options) as ftp: await ftp.connect(host); await ftp.login()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from ftpkit.client import data as dc
+from ftpkit.client.control import Control
+from ftpkit.client.errors import ControlConnectionError, DataConnectionError, LocalError, ReplyError
+from ftpkit.client.options import ClientOptions
+from ftpkit.protocol.commands import Command
+from ftpkit.protocol.listing import parse_mlst_time
+from ftpkit.protocol.listparse import Entry, parse_listing, parse_mlsx_line
+from ftpkit.protocol.replies import Reply
+
+Progress = Callable[[int], None]
+
+
+class FTPClient:
+    def __init__(self, options: ClientOptions | None = None) -> None:
+        self.options = options or ClientOptions()
+        self.control = Control(self.options)
+        self.modes = dc.SessionModes()
+        self.greeting: Reply | None = None
+        self.user: str | None = None
+        self._features: dict[str, str] | None = None
+        self._type: str | None = None
+
+    # --- session -------------------------------------------------------------------------------------------
+    async def connect(self, host: str, port: int = 21) -> Reply:
+        reply = await self.control.open(host, port)
+        while reply.code == 120:  # "service ready in n minutes"
+            reply = await self.control.read_reply()
+        self.greeting = reply
+        if reply.code == 421:
+            raise ControlConnectionError(f"the server refused the session: 421 {reply.text}")
+        if reply.code != 220:
+            err = ControlConnectionError(f"unexpected greeting {reply.code} {reply.text}: is this an FTP server?")
+            err.transient = False
+            raise err
+        return reply
+
+    async def login(self, user: str = "anonymous", password: str = "ftpkit@") -> Reply:
+        reply = await self.control.command("USER", user)
+        if reply.code == 331:
+            reply = await self.control.command("PASS", password)
+        if reply.code not in (230, 202):
+            raise ReplyError("login", reply, hint="Check the user name and password.")
+        self.user = user
+        features = await self.features()
+        if "UTF8" in features and self.options.encoding.replace("-", "").lower() == "utf8":
+            await self.control.command("OPTS", "UTF8 ON")  # some servers need it; a refusal changes nothing
+        return reply
+
+    async def features(self) -> dict[str, str]:
+        """FEAT as {feature: parameters}, e.g. {"MLST": "type*;size*;", "UTF8": ""} (empty if refused)."""
+        if self._features is None:
+            reply = await self.control.command("FEAT")
+            feats: dict[str, str] = {}
+            if reply.code == 211:
+                for line in reply.lines[1:-1]:
+                    name, _, params = line.strip().partition(" ")
+                    if name:
+                        feats[name.upper()] = params
+            self._features = feats
+        return self._features
+
+    async def quit(self) -> None:
+        with contextlib.suppress(ControlConnectionError):
+            await self.control.command("QUIT")
+        await self.control.close()
+
+    async def close(self) -> None:
+        await self.control.close()
+
+    async def __aenter__(self) -> FTPClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.control.writer is not None:
+            if exc[0] is None:
+                await self.quit()
+            else:
+                await self.close()
+
+    # --- simple commands ------------------------------------------------------------------------------------
+    async def raw(self, line: str) -> Reply:
+        """Send a command line as typed (``quote``) and return the final reply."""
+        verb, _, arg = line.strip().partition(" ")
+        return await self.control.command(verb, arg or None)
+
+    async def _ok(self, verb: str, arg: str | None = None, codes: tuple[int, ...] = (200, 250)) -> Reply:
+        reply = await self.control.command(verb, arg)
+        if reply.code not in codes:
+            raise ReplyError(f"{verb} {arg}" if arg else verb, reply)
+        return reply
+
+    async def pwd(self) -> str:
+        reply = await self._ok("PWD", codes=(257,))
+        text = reply.text
+        if text.startswith('"'):
+            end = 1
+            out = []
+            while end < len(text):
+                if text[end] == '"':
+                    if text[end + 1:end + 2] == '"':
+                        out.append('"')
+                        end += 2
+                        continue
+                    break
+                out.append(text[end])
+                end += 1
+            return "".join(out)
+        return text.split()[0]
+
+    async def cwd(self, path: str) -> Reply:
+        return await self._ok("CWD", path)
+
+    async def cdup(self) -> Reply:
+        return await self._ok("CDUP", codes=(200, 250))
+
+    async def mkdir(self, path: str) -> Reply:
+        return await self._ok("MKD", path, codes=(257, 250))
+
+    async def rmdir(self, path: str) -> Reply:
+        return await self._ok("RMD", path)
+
+    async def delete(self, path: str) -> Reply:
+        return await self._ok("DELE", path)
+
+    async def rename(self, source: str, target: str) -> Reply:
+        await self._ok("RNFR", source, codes=(350,))
+        return await self._ok("RNTO", target)
+
+    async def type(self, ascii_mode: bool) -> None:
+        wanted = "A" if ascii_mode else "I"
+        if self._type != wanted:
+            await self._ok("TYPE", wanted)
+            self._type = wanted
+
+    async def size(self, path: str) -> int:
+        await self.type(False)
+        reply = await self._ok("SIZE", path, codes=(213,))
+        try:
+            return int(reply.text.strip())
+        except ValueError:
+            raise ReplyError(f"SIZE {path}", reply) from None
+
+    async def mdtm(self, path: str) -> float:
+        reply = await self._ok("MDTM", path, codes=(213,))
+        try:
+            return parse_mlst_time(reply.text.strip())
+        except ValueError:
+            raise ReplyError(f"MDTM {path}", reply) from None
+
+    async def stat(self, path: str) -> Entry | None:
+        """One entry's facts (MLST when offered), or ``None`` when it does not exist."""
+        if "MLST" in await self.features():
+            reply = await self.control.command("MLST", path)
+            if reply.code != 250:
+                return None
+            for line in reply.lines[1:]:
+                if line.startswith(" "):
+                    entry = parse_mlsx_line(line[1:])
+                    if entry is not None:
+                        return Entry(posixpath.basename(entry.name.rstrip("/")) or entry.name, entry.type,
+                                     entry.size, entry.mtime, perm=entry.perm, raw=entry.raw)
+            return None
+        try:
+            size = await self.size(path)
+        except ReplyError:
+            return None
+        mtime = None
+        with contextlib.suppress(ReplyError):
+            mtime = await self.mdtm(path)
+        return Entry(posixpath.basename(path), "file", size, mtime)
+
+    # --- data transfers -------------------------------------------------------------------------------------
+    async def _transfer(self, command: Command, work: Callable[[object], int], rest: int = 0,
+                        ascii_mode: bool | None = None) -> tuple[int, Reply]:
+        """Run one transfer command over a new data connection, with --fallback to the other mode."""
+        await self.type(self.options.ascii if ascii_mode is None else ascii_mode)
+        modes = [self.options.passive]
+        if self.options.fallback:
+            modes.append(not self.options.passive)
+        for attempt, passive in enumerate(modes):
+            try:
+                return await self._transfer_once(passive, command, work, rest)
+            except DataConnectionError as exc:
+                if attempt + 1 < len(modes) and not getattr(exc, "opened", False):
+                    other = "active" if passive else "passive"
+                    self.options.transcript("!!!", f"{exc}; retrying {command.verb} in {other} mode (--fallback)")
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def _transfer_once(self, passive: bool, command: Command, work: Callable[[object], int],
+                             rest: int) -> tuple[int, Reply]:
+        timeout = self.options.timeout
+        control = self.control
+        announce = dc.announce_passive if passive else dc.announce_active
+        plan = await announce(control, self.modes, self.options)
+        for note in plan.notes:
+            self.options.transcript("!!!", note)
+        sock = None
+        try:
+            if passive:
+                sock = await dc.connect_passive(plan, timeout)
+            if rest:
+                reply = await control.command("REST", str(rest))
+                if reply.code != 350:
+                    raise ReplyError(f"REST {rest}", reply, hint="The server cannot resume; try without --continue.")
+            await control.send(command)
+            if passive:
+                first = await control.read_reply()
+            else:
+                sock, first = await self._await_active(plan, timeout)
+            if not first.is_preliminary:
+                if first.code in (425, 426):
+                    raise DataConnectionError(plan.mode, plan.method, f"the server could not open it for "
+                                              f"{command.verb} ({plan.describe()})", first)
+                raise ReplyError(str(Command(command.verb, command.arg)), first)
+            if sock is None:  # active: 150 came before the server connected
+                try:
+                    sock = await dc.accept_active(plan, timeout)
+                except DataConnectionError:
+                    with contextlib.suppress(ControlConnectionError):
+                        await control.read_reply()  # the server's 425 once it gives up
+                    raise
+            self.options.transcript("===", dc.describe_connection(plan, sock))
+            started = time.monotonic()
+            try:
+                count = await asyncio.to_thread(work, sock)
+            except (OSError, TimeoutError) as exc:
+                final = None
+                with contextlib.suppress(ControlConnectionError):
+                    final = await control.read_reply()
+                err = DataConnectionError(plan.mode, plan.method, f"broke during {command.verb}: {exc}", final,
+                                          hint="Try again (with --continue to resume).")
+                err.opened = True  # type: ignore[attr-defined]
+                raise err from None
+            sock = None
+            final = await control.read_reply(timeout=max(timeout, 60.0))
+            elapsed = time.monotonic() - started
+            if not final.is_success:
+                if final.code in (426,):
+                    err = DataConnectionError(plan.mode, plan.method, f"{command.verb} broke off", final,
+                                              hint="Try again (with --continue to resume).")
+                    err.opened = True  # type: ignore[attr-defined]
+                    raise err
+                raise ReplyError(str(command), final)
+            rate = count / elapsed / 1e6 if elapsed > 0 else 0.0
+            self.options.transcript("===", f"{count} bytes in {elapsed:.3f} s ({rate:.1f} MB/s)")
+            return count, final
+        finally:
+            if sock is not None:
+                sock.close()
+            if plan.listener is not None:
+                plan.listener.close()
+
+    async def _await_active(self, plan: dc.Plan, timeout: float) -> tuple[object | None, Reply]:
+        """After the transfer command in active mode: the server connects, or replies first (e.g. 425)."""
+        accept = asyncio.ensure_future(dc.accept_active(plan, timeout))
+        reply_task = asyncio.ensure_future(self.control.read_reply())
+        done, _ = await asyncio.wait({accept, reply_task}, return_when=asyncio.FIRST_COMPLETED)
+        if reply_task in done:
+            reply = reply_task.result()
+            if accept.done() and not accept.cancelled() and accept.exception() is None:
+                return accept.result(), reply
+            if reply.is_preliminary:
+                try:
+                    return await accept, reply
+                except DataConnectionError:
+                    with contextlib.suppress(ControlConnectionError):
+                        await self.control.read_reply()
+                    raise
+            accept.cancel()
+            return None, reply
+        try:
+            sock = accept.result()
+        except DataConnectionError:
+            reply_task.cancel()
+            raise
+        return sock, await reply_task
+
+    async def retrieve(self, path: str, sink: Callable[[bytes], object], offset: int = 0,
+                       progress: Progress | None = None, ascii_mode: bool | None = None) -> int:
+        """Download ``path`` into ``sink`` (called in a worker thread with each chunk); returns bytes received."""
+        mode = self.options.ascii if ascii_mode is None else ascii_mode
+        count, _ = await self._transfer(
+            Command("RETR", path),
+            lambda sock: dc.receive(sock, sink, mode, progress, self.options.timeout),  # type: ignore[arg-type]
+            rest=offset, ascii_mode=mode)
+        return count
+
+    async def store(self, path: str, source: BinaryIO, offset: int = 0, append: bool = False,
+                    progress: Progress | None = None, ascii_mode: bool | None = None) -> int:
+        """Upload ``source`` (read in a worker thread) to ``path``; returns bytes sent."""
+        mode = self.options.ascii if ascii_mode is None else ascii_mode
+        verb = "APPE" if append else "STOR"
+        count, _ = await self._transfer(
+            Command(verb, path),
+            lambda sock: dc.send(sock, source, mode, progress, self.options.timeout),  # type: ignore[arg-type]
+            rest=offset if not append else 0, ascii_mode=mode)
+        return count
+
+    async def read_bytes(self, path: str) -> bytes:
+        chunks: list[bytes] = []
+        await self.retrieve(path, chunks.append)
+        return b"".join(chunks)
+
+    async def write_bytes(self, path: str, data: bytes) -> int:
+        import io
+
+        return await self.store(path, io.BytesIO(data))
+
+    async def download(self, remote: str, local: str | os.PathLike[str], resume: bool = False,
+                       progress: Progress | None = None) -> int:
+        """Download to a local file; with ``resume`` continue a partial file (REST)."""
+        local = Path(local)
+        offset = local.stat().st_size if resume and local.exists() else 0
+        if offset and not self.options.ascii:
+            with contextlib.suppress(ReplyError):
+                if await self.size(remote) == offset:
+                    return 0  # already complete
+        try:
+            fh = open(local, "ab" if offset else "wb")  # noqa: SIM115 - closed below, in a thread
+        except OSError as exc:
+            raise LocalError(f"cannot write {local}: {exc.strerror}") from None
+        try:
+            return await self.retrieve(remote, fh.write, offset=offset, progress=progress)
+        finally:
+            await asyncio.to_thread(fh.close)
+
+    async def upload(self, local: str | os.PathLike[str], remote: str, resume: bool = False,
+                     progress: Progress | None = None) -> int:
+        """Upload a local file; with ``resume`` continue where the remote file ends (SIZE, then REST+STOR)."""
+        local = Path(local)
+        try:
+            fh = open(local, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise LocalError(f"cannot read {local}: {exc.strerror}") from None
+        try:
+            offset = 0
+            if resume:
+                with contextlib.suppress(ReplyError):
+                    offset = await self.size(remote)
+                if offset >= os.fstat(fh.fileno()).st_size:
+                    return 0
+                fh.seek(offset)
+            return await self.store(remote, fh, offset=offset, progress=progress)
+        finally:
+            fh.close()
+
+    # --- listings -------------------------------------------------------------------------------------------
+    async def listing_text(self, path: str = "", verb: str = "LIST") -> str:
+        chunks: list[bytes] = []
+        await self._transfer(Command(verb, path or None),
+                             lambda sock: dc.receive(sock, chunks.append, True, None, self.options.timeout),
+                             ascii_mode=True)
+        return b"".join(chunks).decode(self.options.encoding, "surrogateescape")
+
+    async def listdir(self, path: str = "") -> list[Entry]:
+        """Entries of a directory: MLSD when the server offers it, else LIST (Unix or DOS format) parsed."""
+        if "MLST" in await self.features():
+            text = await self.listing_text(path, "MLSD")
+            return parse_listing(text, time.time(), mlsd=True)
+        return parse_listing(await self.listing_text(path, "LIST"), time.time())
+
+    async def nlst(self, path: str = "") -> list[str]:
+        text = await self.listing_text(path, "NLST")
+        return [line for line in text.splitlines() if line]

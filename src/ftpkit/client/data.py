@@ -1,0 +1,271 @@
+"""The client's side of a data connection: announce (EPSV/PASV or EPRT/PORT), open, move bytes, close.
+
+Announcing and opening are async (on the event loop, beside the control connection); moving the bytes runs in a
+worker thread on a blocking socket (``socket.sendfile`` for uploads, ``recv_into`` a large buffer for downloads),
+so a transfer costs few Python iterations per MiB and never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ftpkit.client.control import Control
+from ftpkit.client.errors import DataConnectionError, ReplyError
+from ftpkit.client.options import ClientOptions
+from ftpkit.protocol.ascii import FromNetwork, ToNetwork
+from ftpkit.protocol.errors import HostPortError
+from ftpkit.protocol.hostport import (
+    HostPort,
+    classify_announced,
+    explain_port,
+    format_eprt,
+    format_port,
+    parse_epsv,
+    parse_pasv,
+    plain_ip,
+)
+from ftpkit.protocol.replies import Reply
+
+BUFFER = 1 << 20
+SENDFILE_CHUNK = 8 << 20
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class SessionModes:
+    """What this session learned about the server: refused extended commands are not tried again."""
+
+    epsv_refused: bool = False
+    eprt_refused: bool = False
+    substitution_told: bool = False
+
+
+@dataclass
+class Plan:
+    """One announced data connection."""
+
+    mode: str  # passive | active
+    method: str  # EPSV PASV EPRT PORT
+    announced: HostPort
+    reply: Reply
+    target: HostPort | None = None  # passive: where this client connects
+    listener: socket.socket | None = None  # active: where the server must connect
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.mode} ({self.method}) announced {self.announced} ({explain_port(self.announced.port)})"
+
+
+# --- announcing ----------------------------------------------------------------------------------------------
+
+async def announce_passive(control: Control, modes: SessionModes, options: ClientOptions) -> Plan:
+    if options.epsv and not modes.epsv_refused:
+        reply = await control.command("EPSV")
+        if reply.code == 229:
+            try:
+                port = parse_epsv(reply.text)
+            except HostPortError as exc:
+                raise DataConnectionError("passive", "EPSV", f"unreadable 229 reply: {exc}", reply) from None
+            hp = HostPort(control.peer_ip, port)
+            return Plan("passive", "EPSV", hp, reply, target=hp)
+        if reply.kind == 4:
+            raise ReplyError("EPSV", reply)
+        modes.epsv_refused = True  # 5xx: this server does not do EPSV; PASV from now on
+        if control.is_ipv6:
+            raise DataConnectionError("passive", "EPSV", "the server refused EPSV on IPv6 (PASV is IPv4 only)", reply,
+                                      hint="Try --active.")
+    reply = await control.command("PASV")
+    if reply.code != 227:
+        raise DataConnectionError("passive", "PASV", "the server refused passive mode", reply,
+                                  hint="Try --active.")
+    try:
+        announced = parse_pasv(reply.text)
+    except HostPortError as exc:
+        raise DataConnectionError("passive", "PASV", f"unreadable 227 reply: {exc}", reply) from None
+    plan = Plan("passive", "PASV", announced, reply, target=announced)
+    kind = classify_announced(announced.host, control.peer_ip)
+    if kind != "same":
+        if options.trust_pasv_address:
+            plan.notes.append(f"227 announces {announced.host}, not the control connection's {control.peer_ip}; "
+                              "connecting to it as announced (--trust-pasv-address)")
+        else:
+            plan.target = HostPort(control.peer_ip, announced.port)
+            if not modes.substitution_told:
+                modes.substitution_told = True
+                plan.notes.append(f"227 announces {announced.host} ({kind.replace('-', ' ')}), not the control "
+                                  f"connection's {control.peer_ip}: connecting to {control.peer_ip} instead "
+                                  "(--trust-pasv-address to use the announced address)")
+    return plan
+
+
+def _listen(control: Control, options: ClientOptions) -> socket.socket:
+    family = socket.AF_INET6 if control.is_ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if options.active_ports is None:
+            sock.bind((control.local_ip, 0))
+        else:
+            low, high = options.active_ports
+            for port in range(low, high + 1):
+                try:
+                    sock.bind((control.local_ip, port))
+                    break
+                except OSError:
+                    continue
+            else:
+                raise DataConnectionError("active", "PORT", f"no free local port in {low}-{high}")
+        sock.listen(1)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def announce_active(control: Control, modes: SessionModes, options: ClientOptions) -> Plan:
+    listener = _listen(control, options)
+    try:
+        port = listener.getsockname()[1]
+        host = options.active_address or control.local_ip
+        announced = HostPort(plain_ip(host), port)
+        if (options.eprt and not modes.eprt_refused) or announced.family == 2:
+            reply = await control.command("EPRT", format_eprt(announced))
+            if reply.code == 200:
+                return Plan("active", "EPRT", announced, reply, listener=listener)
+            if reply.kind == 4:
+                raise ReplyError("EPRT", reply)
+            if announced.family == 2:
+                raise DataConnectionError("active", "EPRT", f"the server refused EPRT {format_eprt(announced)}",
+                                          reply, hint="Try --passive.")
+            modes.eprt_refused = True
+        reply = await control.command("PORT", format_port(announced))
+        if reply.code != 200:
+            raise DataConnectionError("active", "PORT", f"the server refused PORT {format_port(announced)} "
+                                      f"(announcing {announced}, {explain_port(port)})", reply,
+                                      hint="Try --passive (a NAT may have changed this client's address, or the "
+                                           "server disables active mode).")
+        return Plan("active", "PORT", announced, reply, listener=listener)
+    except BaseException:
+        listener.close()
+        raise
+
+
+# --- opening -------------------------------------------------------------------------------------------------
+
+async def connect_passive(plan: Plan, timeout: float) -> socket.socket:
+    assert plan.target is not None
+    target = plan.target
+    family = socket.AF_INET6 if target.family == 2 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (target.host, target.port)), timeout)
+    except TimeoutError:
+        sock.close()
+        raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) timed "
+                                  f"out after {timeout:g} s: a firewall drops it or the passive range is not open",
+                                  plan.reply) from None
+    except OSError as exc:
+        sock.close()
+        raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) "
+                                  f"failed: {exc.strerror or exc}", plan.reply) from None
+    return sock
+
+
+async def accept_active(plan: Plan, timeout: float) -> socket.socket:
+    assert plan.listener is not None
+    loop = asyncio.get_running_loop()
+    try:
+        conn, _ = await asyncio.wait_for(loop.sock_accept(plan.listener), timeout)
+    except TimeoutError:
+        raise DataConnectionError("active", plan.method, f"the server never connected to {plan.announced} within "
+                                  f"{timeout:g} s: a firewall or NAT in front of this client drops it") from None
+    finally:
+        plan.listener.close()
+    return conn
+
+
+def describe_connection(plan: Plan, sock: socket.socket) -> str:
+    local = sock.getsockname()
+    peer = sock.getpeername()
+    if plan.mode == "passive":
+        return (f"{plan.describe()}: this client connected {plain_ip(local[0])}:{local[1]} -> "
+                f"{plain_ip(peer[0])}:{peer[1]}")
+    port20 = " (from port 20)" if peer[1] == 20 else ""
+    return (f"{plan.describe()}: the server connected {plain_ip(peer[0])}:{peer[1]} -> "
+            f"{plain_ip(local[0])}:{local[1]}{port20}")
+
+
+# --- moving bytes (blocking: run in a worker thread) ----------------------------------------------------------
+
+def receive(sock: socket.socket, sink: Callable[[bytes], object], ascii_mode: bool, progress: Progress | None,
+            timeout: float) -> int:
+    """Read the data connection to its end into ``sink``; returns bytes received."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    buf = bytearray(BUFFER)
+    view = memoryview(buf)
+    convert = FromNetwork() if ascii_mode else None
+    total = 0
+    try:
+        while True:
+            n = sock.recv_into(buf)
+            if n == 0:
+                break
+            total += n
+            data = view[:n]
+            sink(convert.convert(bytes(data)) if convert else bytes(data))
+            if progress is not None:
+                progress(n)
+        if convert:
+            tail = convert.flush()
+            if tail:
+                sink(tail)
+    finally:
+        sock.close()
+    return total
+
+
+def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Progress | None, timeout: float) -> int:
+    """Send ``source`` to its end over the data connection and close it; returns bytes sent."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    total = 0
+    try:
+        if not ascii_mode and _has_fileno(source):
+            offset = source.tell()
+            while True:
+                n = sock.sendfile(source, offset, SENDFILE_CHUNK)
+                if n == 0:
+                    break
+                offset += n
+                total += n
+                if progress is not None:
+                    progress(n)
+        else:
+            convert = ToNetwork() if ascii_mode else None
+            while chunk := source.read(BUFFER):
+                data = convert.convert(chunk) if convert else chunk
+                sock.sendall(data)
+                total += len(data)
+                if progress is not None:
+                    progress(len(chunk))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+    finally:
+        sock.close()
+    return total
+
+
+def _has_fileno(obj: object) -> bool:
+    try:
+        obj.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
