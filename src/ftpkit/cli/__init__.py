@@ -10,6 +10,7 @@ import sys
 import click
 
 from ftpkit import __version__
+from ftpkit.cli.client import COMMANDS as CLIENT_COMMANDS
 from ftpkit.cli.serve import serve_command
 from ftpkit.cli.user import user_group
 
@@ -22,6 +23,8 @@ def cli() -> None:
 
 cli.add_command(serve_command)
 cli.add_command(user_group)
+for _command in CLIENT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -330,12 +330,18 @@ class FTPClient:
             with contextlib.suppress(ReplyError):
                 if await self.size(remote) == offset:
                     return 0  # already complete
+        created = not local.exists()
         try:
             fh = open(local, "ab" if offset else "wb")  # noqa: SIM115 - closed below, in a thread
         except OSError as exc:
             raise LocalError(f"cannot write {local}: {exc.strerror}") from None
         try:
             return await self.retrieve(remote, fh.write, offset=offset, progress=progress)
+        except BaseException:
+            if created and fh.tell() == 0:  # nothing arrived: leave no empty file behind
+                fh.close()
+                local.unlink(missing_ok=True)
+            raise
         finally:
             await asyncio.to_thread(fh.close)
 

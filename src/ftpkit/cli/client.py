@@ -1,0 +1,176 @@
+"""The one-shot client commands: ``ftpkit get put ls mkdir rm rmdir mv mirror``."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ftpkit.cli.common import build_options, client_options, progress_bar, run, stderr, url_arg
+from ftpkit.client.core import FTPClient
+from ftpkit.client.errors import ReplyError
+from ftpkit.client.mirror import mirror_down, mirror_up
+from ftpkit.client.options import ClientOptions
+from ftpkit.client.session import open_session, with_retries
+from ftpkit.client.url import FTPURL
+
+
+async def _with_session(url: FTPURL, options: ClientOptions, netrc_file: str | None, work: Any) -> Any:
+    async def attempt(n: int) -> Any:
+        ftp = await open_session(url, options, netrc_file)
+        try:
+            result = await work(ftp, n)
+        except BaseException:
+            await ftp.close()
+            raise
+        await ftp.quit()
+        return result
+
+    return await with_retries(attempt, options)
+
+
+@click.command("get")
+@click.argument("url")
+@click.option("-o", "--output", metavar="PATH", help="local file (default: the remote name here; - for stdout)")
+@click.option("-c", "--continue", "resume", is_flag=True, help="resume a partial download (REST)")
+@client_options
+def get_command(url: str, output: str | None, resume: bool, **kw: Any) -> None:
+    """Download the file at URL (ftp://user:pass@host:port/path)."""
+    target = url_arg(url, kw.pop("password_stdin"))
+    netrc_file = kw.pop("netrc_file")
+    options = build_options(kw)
+    if not target.path or target.path.endswith("/"):
+        raise click.UsageError(f"{url!r} names no file")
+    name = posixpath.basename(target.path)
+
+    async def work(ftp: FTPClient, attempt: int) -> int:
+        if output == "-":
+            out = sys.stdout.buffer
+            count = await ftp.retrieve(target.path, out.write)
+            out.flush()
+            return count
+        local = Path(output or name)
+        total = None
+        with contextlib.suppress(ReplyError):
+            total = await ftp.size(target.path)
+        with progress_bar(name, total) as progress:
+            return await ftp.download(target.path, local, resume=resume or (attempt > 0 and resume), progress=progress)
+
+    run(_with_session(target, options, netrc_file, work))
+
+
+@click.command("put")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("url")
+@click.option("-c", "--continue", "resume", is_flag=True, help="resume a partial upload (SIZE, then REST + STOR)")
+@click.option("--append", is_flag=True, help="append to the remote file (APPE)")
+@client_options
+def put_command(file: str, url: str, resume: bool, append: bool, **kw: Any) -> None:
+    """Upload FILE to URL (a directory URL ending in / keeps the file's name)."""
+    target = url_arg(url, kw.pop("password_stdin"))
+    netrc_file = kw.pop("netrc_file")
+    options = build_options(kw)
+    local = Path(file)
+    remote = target.path if target.path and not target.path.endswith("/") else target.path + local.name
+
+    async def work(ftp: FTPClient, attempt: int) -> int:
+        with progress_bar(local.name, local.stat().st_size) as progress:
+            if append:
+                with local.open("rb") as fh:
+                    return await ftp.store(remote, fh, append=True, progress=progress)
+            return await ftp.upload(local, remote, resume=resume, progress=progress)
+
+    run(_with_session(target, options, netrc_file, work))
+
+
+@click.command("ls")
+@click.argument("url")
+@click.option("-l", "--long", "long_format", is_flag=True, help="the server's long listing (LIST)")
+@client_options
+def ls_command(url: str, long_format: bool, **kw: Any) -> None:
+    """List the directory at URL."""
+    target = url_arg(url, kw.pop("password_stdin"))
+    netrc_file = kw.pop("netrc_file")
+    options = build_options(kw)
+
+    async def work(ftp: FTPClient, attempt: int) -> None:
+        if long_format:
+            text = await ftp.listing_text(target.path, "LIST")
+            sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        else:
+            for entry in await ftp.listdir(target.path):
+                sys.stdout.write(entry.name + ("/" if entry.is_dir else "") + "\n")
+        sys.stdout.flush()
+
+    run(_with_session(target, options, netrc_file, work))
+
+
+def _simple(name: str, doc: str, action: Any, extra_arg: str | None = None) -> click.Command:
+    @click.command(name, help=doc)
+    @click.argument("url")
+    @client_options
+    def command(url: str, **kw: Any) -> None:
+        target = url_arg(url, kw.pop("password_stdin"))
+        netrc_file = kw.pop("netrc_file")
+        extra = kw.pop(extra_arg) if extra_arg else None
+        options = build_options(kw)
+        if not target.path:
+            raise click.UsageError(f"{url!r} names no path")
+
+        async def work(ftp: FTPClient, attempt: int) -> None:
+            reply = await action(ftp, target.path, extra)
+            stderr.print(f"{reply.code} {reply.text}", markup=False)
+
+        run(_with_session(target, options, netrc_file, work))
+
+    if extra_arg:
+        command = click.argument(extra_arg)(command)
+    return command
+
+
+mkdir_command = _simple("mkdir", "Create the directory at URL.", lambda ftp, p, _: ftp.mkdir(p))
+rm_command = _simple("rm", "Delete the file at URL.", lambda ftp, p, _: ftp.delete(p))
+rmdir_command = _simple("rmdir", "Remove the (empty) directory at URL.", lambda ftp, p, _: ftp.rmdir(p))
+mv_command = _simple(
+    "mv", "Rename the file at URL to NEW_NAME (relative to the same directory, or absolute).",
+    lambda ftp, p, new: ftp.rename(p, new if new.startswith("/") else posixpath.join(posixpath.dirname(p), new)),
+    extra_arg="new_name")
+
+
+@click.command("mirror")
+@click.argument("url")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("-R", "--reverse", is_flag=True, help="upload DIRECTORY to URL instead")
+@click.option("--delete", is_flag=True, help="remove what the source lacks")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32), help="transfers at once")
+@client_options
+def mirror_command(url: str, directory: str, reverse: bool, delete: bool, parallel: int, **kw: Any) -> None:
+    """Mirror the remote directory at URL into DIRECTORY (or the other way with --reverse); only files that
+    changed (size or time) are transferred."""
+    target = url_arg(url, kw.pop("password_stdin"))
+    netrc_file = kw.pop("netrc_file")
+    options = build_options(kw)
+    remote = target.path.rstrip("/") or "."
+
+    async def work(ftp: FTPClient, attempt: int) -> None:
+        async def factory() -> FTPClient:
+            return await open_session(target, options, netrc_file)
+
+        if reverse:
+            result = await mirror_up(ftp, factory, Path(directory), remote, delete, parallel)
+        else:
+            result = await mirror_down(ftp, factory, remote, Path(directory), delete, parallel)
+        stderr.print(f"mirror: {result.summary()}", markup=False)
+        for name, error in result.failed:
+            stderr.print(f"ftpkit: {name}: {error}", markup=False)
+        if result.failed:
+            sys.exit(1)
+
+    run(_with_session(target, options, netrc_file, work))
+
+
+COMMANDS = [get_command, put_command, ls_command, mkdir_command, rm_command, rmdir_command, mv_command, mirror_command]

@@ -1,0 +1,126 @@
+"""What the client commands share: the data-connection and session flags, the transcript printer, progress
+bars on a terminal, and running an operation with one clear line on failure (exit 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from ftpkit.client.errors import FTPError
+from ftpkit.client.options import ClientOptions
+from ftpkit.client.url import FTPURL, URLError, parse_url
+
+T = TypeVar("T")
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags every client command takes (``--passive`` / ``--active`` and friends)."""
+    options = [
+        click.option("--passive/--active", "passive", default=True,
+                     help="data connection mode: passive (EPSV, then PASV; default) or active (EPRT, then PORT)"),
+        click.option("--no-epsv", is_flag=True, help="passive: use PASV only"),
+        click.option("--no-eprt", is_flag=True, help="active: use PORT only"),
+        click.option("--active-address", metavar="ADDR", help="active: announce ADDR (behind NAT with a port forward)"),
+        click.option("--active-ports", metavar="LOW-HIGH", help="active: listen on a port from this range"),
+        click.option("--fallback", is_flag=True, help="retry a transfer once in the other mode if its data connection "
+                                                      "cannot be opened"),
+        click.option("--trust-pasv-address", is_flag=True,
+                     help="connect to the address in 227 even when it differs from the server's"),
+        click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+                     help="seconds for connect, each reply and a stalled data connection"),
+        click.option("--retries", default=0, show_default=True, type=click.IntRange(0, 100),
+                     help="retries with backoff for transient failures (4xx, reset); 5xx is not retried"),
+        click.option("--encoding", default="utf-8", show_default=True,
+                     help="file names and replies: utf-8, shift_jis, cp932, euc-jp ..."),
+        click.option("--ascii", is_flag=True, help="TYPE A: convert line endings (default: binary)"),
+        click.option("--password-stdin", is_flag=True, help="read the password from standard input"),
+        click.option("--netrc-file", metavar="FILE", help="credentials file (default ~/.netrc)"),
+        click.option("-v", "--verbose", is_flag=True, help="print the control conversation and the data connections"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def parse_range(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    low, dash, high = text.partition("-")
+    if not dash or not low.isdigit() or not high.isdigit():
+        raise click.BadParameter(f"{text!r} is not LOW-HIGH", param_hint="'--active-ports'")
+    return int(low), int(high)
+
+
+def transcript_printer(verbose: bool) -> Callable[[str, str], None]:
+    def show(direction: str, text: str) -> None:
+        if direction == "!!!":
+            stderr.print(f"ftpkit: note: {text}", markup=False)
+        elif verbose:
+            stderr.print(f"{direction} {text}", markup=False, style="dim" if direction == "===" else None)
+
+    return show
+
+
+def build_options(kw: dict[str, Any]) -> ClientOptions:
+    try:
+        return ClientOptions(
+            passive=kw.pop("passive"),
+            epsv=not kw.pop("no_epsv"),
+            eprt=not kw.pop("no_eprt"),
+            active_address=kw.pop("active_address"),
+            active_ports=parse_range(kw.pop("active_ports")),
+            fallback=kw.pop("fallback"),
+            trust_pasv_address=kw.pop("trust_pasv_address"),
+            timeout=kw.pop("timeout"),
+            retries=kw.pop("retries"),
+            encoding=kw.pop("encoding"),
+            ascii=kw.pop("ascii"),
+            transcript=transcript_printer(kw.pop("verbose")),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def url_arg(text: str, password_stdin: bool) -> FTPURL:
+    try:
+        url = parse_url(text)
+    except URLError as exc:
+        raise click.UsageError(str(exc)) from None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        url = url.with_credentials(url.user or "anonymous", password)
+    return url
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run an operation; an FTP failure is one line on stderr and exit code 1."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except FTPError as exc:
+        stderr.print(f"ftpkit: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        stderr.print("ftpkit: interrupted", markup=False)
+        sys.exit(130)
+
+
+@contextmanager
+def progress_bar(name: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal (bytes, rate, ETA); nothing when stderr is not a terminal."""
+    if not stderr.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(name, total=total)
+        yield functools.partial(lambda n, t=task: progress.advance(t, n))
