@@ -1,0 +1,101 @@
+"""Link layer, IP and TCP headers: from a captured frame to a TCP segment, or ``None`` for anything else.
+
+Link types: Ethernet (with 802.1Q/802.1ad tags), Linux cooked SLL and SLL2 (``tcpdump -i any``), raw IP
+(101, and the historical 12/14), IPv4/IPv6 (228/229), BSD loopback/NULL (0, 108). IPv6 extension headers are
+skipped; IP fragments other than the first and non-TCP packets are not segments.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import NamedTuple
+
+ETHERNET, NULL, LOOP, RAW, RAW12, RAW14, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 0, 108, 101, 12, 14, 113, 276, 228, 229
+SUPPORTED_LINKTYPES = frozenset({ETHERNET, NULL, LOOP, RAW, RAW12, RAW14, LINUX_SLL, LINUX_SLL2, IPV4, IPV6})
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+_TCP = struct.Struct("!HHIIBB")
+_U16 = struct.Struct("!H")
+_IPV6_SKIP = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
+
+
+class Segment(NamedTuple):
+    src: bytes  # 4 or 16 bytes
+    dst: bytes
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    payload: bytes
+
+
+def ip_offset(linktype: int, frame: bytes) -> int:
+    """Where the IP header starts in ``frame``, or -1 when the frame does not carry IP."""
+    if linktype == ETHERNET:
+        pos = 12
+        ethertype = _U16.unpack_from(frame, pos)[0] if len(frame) >= 14 else 0
+        while ethertype in (0x8100, 0x88A8) and len(frame) >= pos + 8:
+            pos += 4
+            ethertype = _U16.unpack_from(frame, pos)[0]
+        return pos + 2 if ethertype in (0x0800, 0x86DD) else -1
+    if linktype == LINUX_SLL:
+        return 16 if len(frame) >= 16 and frame[14:16] in (b"\x08\x00", b"\x86\xdd") else -1
+    if linktype == LINUX_SLL2:
+        return 20 if len(frame) >= 20 and frame[0:2] in (b"\x08\x00", b"\x86\xdd") else -1
+    if linktype in (RAW, RAW12, RAW14, IPV4, IPV6):
+        return 0
+    if linktype in (NULL, LOOP):  # 4-byte address family in either byte order: trust the IP version instead
+        return 4
+    return -1
+
+
+def tcp_segment(linktype: int, frame: bytes) -> Segment | None:
+    """The TCP segment in a frame, or ``None``."""
+    o = ip_offset(linktype, frame)
+    if o < 0 or len(frame) < o + 20:
+        return None
+    version = frame[o] >> 4
+    if version == 4:
+        ihl = (frame[o] & 0x0F) * 4
+        if frame[o + 9] != 6 or ihl < 20:
+            return None
+        if _U16.unpack_from(frame, o + 6)[0] & 0x1FFF:  # a later fragment: no TCP header in it
+            return None
+        total = _U16.unpack_from(frame, o + 2)[0]
+        end = o + total if total else len(frame)  # 0: a TSO super-packet as captured on the sending host
+        src, dst, t = frame[o + 12:o + 16], frame[o + 16:o + 20], o + ihl
+    elif version == 6:
+        if len(frame) < o + 40:
+            return None
+        nxt, plen = frame[o + 6], _U16.unpack_from(frame, o + 4)[0]
+        end = o + 40 + plen if plen else len(frame)  # 0: a jumbogram
+        src, dst, t = frame[o + 8:o + 24], frame[o + 24:o + 40], o + 40
+        while nxt != 6:
+            if nxt in _IPV6_SKIP and len(frame) >= t + 8:
+                nxt, t = frame[t], t + (frame[t + 1] + 1) * 8
+            elif nxt == 44 and len(frame) >= t + 8:  # fragment header: only the first fragment has the TCP header
+                if _U16.unpack_from(frame, t + 2)[0] & 0xFFF8:
+                    return None
+                nxt, t = frame[t], t + 8
+            else:
+                return None
+    else:
+        return None
+    if len(frame) < t + 20:
+        return None
+    sport, dport, seq, ack, off, flags = _TCP.unpack_from(frame, t)
+    return Segment(src, dst, sport, dport, seq, ack, flags, frame[t + (off >> 4) * 4:min(end, len(frame))])
+
+
+def address(raw: bytes) -> str:
+    """``b'\\x7f\\0\\0\\1'`` -> ``'127.0.0.1'``; 16 bytes -> the compressed IPv6 form."""
+    if len(raw) == 4:
+        return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+    return str(ipaddress.IPv6Address(raw))
+
+
+def endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
