@@ -1,0 +1,111 @@
+"""The one-shot client commands as a user runs them: verbose transcript, errors in one line, exit codes, URLs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ftpkit.client.url import URLError, parse_url
+
+FTPKIT = [sys.executable, "-m", "ftpkit"]
+
+
+def ftpkit(*args: str, cwd=None, input_text: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*FTPKIT, *args], capture_output=True, text=True, cwd=cwd, timeout=60, input=input_text)
+
+
+@pytest.mark.parametrize(("mode", "method"), [
+    ([], "EPSV"), (["--no-epsv"], "PASV"), (["--active"], "EPRT"), (["--active", "--no-eprt"], "PORT")])
+def test_verbose_shows_conversation_and_data_connection(server, tmp_path, mode, method):
+    result = ftpkit("get", "-v", *mode, f"ftp://alice:secret@127.0.0.1:{server.port}/hello.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    err = result.stderr
+    assert "--> USER alice" in err and "--> PASS ****" in err and "secret" not in err
+    assert f"--> {method}" in err
+    # one line per data connection: mode, announced address, the computed port, who connected to whom
+    line = next(x for x in err.splitlines() if x.startswith("=== ") and "announced" in x)
+    port = int(re.search(r"announced 127\.0\.0\.1:(\d+)", line).group(1))
+    assert f"({port >> 8}*256+{port & 255} = {port})" in line
+    assert ("this client connected" if method in ("EPSV", "PASV") else "the server connected") in line
+    if method == "PASV":
+        assert re.search(rf"<-- 227 Entering Passive Mode \(127,0,0,1,{port >> 8},{port & 255}\)", err)
+    assert (tmp_path / "hello.txt").read_bytes() == b"hello\nworld\n"
+
+
+def test_errors_are_one_line_with_exit_1(server, tmp_path):
+    missing = ftpkit("get", f"ftp://127.0.0.1:{server.port}/missing.bin", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "ftpkit: RETR missing.bin failed: 550 /missing.bin: No such file or directory."
+    assert not (tmp_path / "missing.bin").exists()  # no empty file left behind
+    login = ftpkit("ls", f"ftp://alice:wrong@127.0.0.1:{server.port}/")
+    assert login.returncode == 1 and login.stderr.strip().startswith("ftpkit: login failed: 530")
+    refused = ftpkit("ls", "ftp://127.0.0.1:1/")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "ftpkit: control connection to 127.0.0.1:1 refused: nothing listens on port 1"
+    for result in (missing, login, refused):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_active_refused_names_data_connection_and_fallback_works(server, tmp_path):
+    url = f"ftp://alice:secret@127.0.0.1:{server.port}/hello.txt"
+    refused = ftpkit("get", "--active", "--active-address", "127.0.0.2", url, cwd=tmp_path)
+    assert refused.returncode == 1
+    line = refused.stderr.strip()
+    assert line.startswith("ftpkit: data connection (active mode, PORT): the server refused PORT 127,0,0,2,")
+    assert "server replied 501" in line and "Try --passive" in line
+    ok = ftpkit("get", "--active", "--active-address", "127.0.0.2", "--fallback", url, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "retrying RETR in passive mode (--fallback)" in ok.stderr
+    assert (tmp_path / "hello.txt").read_bytes() == b"hello\nworld\n"
+
+
+def test_usage_errors_exit_2(tmp_path):
+    for args in (["get", "gopher://x/y"], ["get", "ftp://host:99999/x"], ["get", "ftp://127.0.0.1/"],
+                 ["get", "--encoding", "klingon", "ftp://127.0.0.1/x"], ["ls", "--active-ports", "9-x", "ftp://h/"]):
+        result = ftpkit(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_put_ls_and_management(server, tmp_path):
+    payload = os.urandom(300000)
+    (tmp_path / "up load.bin").write_bytes(payload)
+    base = f"ftp://alice:secret@127.0.0.1:{server.port}"
+    assert ftpkit("put", str(tmp_path / "up load.bin"), f"{base}/sub/").returncode == 0
+    assert (server.root / "sub" / "up load.bin").read_bytes() == payload
+    listing = ftpkit("ls", f"{base}/sub/")
+    assert listing.stdout.splitlines() == ["inner.txt", "up load.bin"]
+    long_listing = ftpkit("ls", "-l", f"{base}/")
+    assert any(line.startswith("d") and line.endswith(" フォルダ") for line in long_listing.stdout.splitlines())
+    assert ftpkit("mkdir", f"{base}/新しい").returncode == 0
+    assert ftpkit("mv", f"{base}/sub/up%20load.bin", "moved.bin").returncode == 0
+    assert (server.root / "sub" / "moved.bin").exists()
+    assert ftpkit("rm", f"{base}/sub/moved.bin").returncode == 0
+    assert ftpkit("rmdir", f"{base}/新しい").returncode == 0
+    assert sorted(p.name for p in (server.root / "sub").iterdir()) == ["inner.txt"]
+
+
+def test_password_from_stdin_and_netrc(server, tmp_path):
+    result = ftpkit("ls", "--password-stdin", f"ftp://alice@127.0.0.1:{server.port}/sub/", input_text="secret\n")
+    assert result.stdout.splitlines() == ["inner.txt"], result.stderr
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password secret\n")
+    netrc.chmod(0o600)
+    result = ftpkit("ls", "-v", "--netrc-file", str(netrc), f"ftp://127.0.0.1:{server.port}/sub/")
+    assert "--> USER alice" in result.stderr and result.stdout.splitlines() == ["inner.txt"]
+
+
+def test_url_parsing():
+    url = parse_url("ftp://us%40er:p%3Ass@example.org:2121/dir/file%20name.txt")
+    assert (url.user, url.password, url.host, url.port, url.path) == (
+        "us@er", "p:ss", "example.org", 2121, "dir/file name.txt")
+    assert parse_url("ftp://[::1]/x").host == "::1"
+    assert parse_url("ftps://h/").port == 990
+    assert parse_url("h/p").path == "p"
+    for bad in ("http://h/", "ftp://", "ftp://h:0x/"):
+        with pytest.raises(URLError):
+            parse_url(bad)
