@@ -11,6 +11,7 @@ import click
 
 from ftpkit import __version__
 from ftpkit.cli.client import COMMANDS as CLIENT_COMMANDS
+from ftpkit.cli.doctor import doctor_command
 from ftpkit.cli.serve import serve_command
 from ftpkit.cli.shell import shell_command
 from ftpkit.cli.user import user_group
@@ -25,6 +26,7 @@ def cli() -> None:
 cli.add_command(serve_command)
 cli.add_command(user_group)
 cli.add_command(shell_command)
+cli.add_command(doctor_command)
 for _command in CLIENT_COMMANDS:
     cli.add_command(_command)
 

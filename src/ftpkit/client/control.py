@@ -14,6 +14,16 @@ from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import MalformedReply, Reply
 
 
+class NotFTPError(ControlConnectionError):
+    """The peer sent something that is not an FTP reply (an SSH banner, an HTTP error ...)."""
+
+    transient = False
+
+    def __init__(self, message: str, raw: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
 class Control:
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
@@ -56,6 +66,17 @@ class Control:
         self.options.transcript("===", f"control connection {self.local_ip}:{local[1]} -> {self.peer_ip}:{peer[1]}")
         return await self.read_reply()
 
+    async def adopt(self, sock: socket.socket) -> None:
+        """Use an already connected socket as the control connection (the doctor connects by itself)."""
+        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        peer = self.writer.get_extra_info("peername")
+        local = self.writer.get_extra_info("sockname")
+        self.host, self.port = peer[0], peer[1]
+        self.peer_ip, self.local_ip = plain_ip(peer[0]), plain_ip(local[0])
+
+    async def send_command(self, verb: str, arg: str | None = None) -> None:
+        await self.send(Command(verb, arg))
+
     async def send(self, command: Command) -> None:
         if self.writer is None:
             raise ControlConnectionError("not connected")
@@ -83,7 +104,7 @@ class Control:
                 if isinstance(event, MalformedReply):
                     raw = event.raw.decode(self.options.encoding, "replace")[:80]
                     self.options.transcript("<--", raw)
-                    raise ControlConnectionError(f"not an FTP reply: {raw!r} ({event.reason})")
+                    raise NotFTPError(f"not an FTP reply: {raw!r} ({event.reason})", raw)
                 self._answers.append(event)
         answer = self._answers.pop(0)
         for i, line in enumerate(answer.reply.lines):

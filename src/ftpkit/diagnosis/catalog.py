@@ -54,6 +54,13 @@ class Catalog:
             return self.fallback.word(key, **params)
         return words.get(key, key).format_map(_Defaults(params))
 
+    def text(self, section: str, key: str, **params: object) -> str:
+        """Any other catalog text: ``text("details", "control-ok", address=...)``."""
+        table = self.data.get(section, {})
+        if key not in table and self.fallback is not None:
+            return self.fallback.text(section, key, **params)
+        return str(table.get(key, key)).format_map(_Defaults({k: str(v) for k, v in params.items()}))
+
     def codes(self) -> set[str]:
         return set(self.data.get("codes", {}))
 

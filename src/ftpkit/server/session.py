@@ -72,6 +72,7 @@ class Session:
         self.previous_verb = ""
         self.data: DataChannel | None = None
         self.epsv_all = False
+        self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
         self.transfer: Transfer | None = None
         self.transfers = 0
         self._wakeup: asyncio.Future[None] | None = None

@@ -50,6 +50,7 @@ async def _active(s: Session, verb: str, target: HostPort) -> None:
 
 @command("PORT", arg="required", syntax="PORT h1,h2,h3,h4,p1,p2")
 async def port(s: Session, cmd: Command) -> None:
+    s.last_port_command = str(cmd)
     if await _refuse_after_epsv_all(s, "PORT"):
         return
     if s.is_ipv6:
@@ -65,6 +66,7 @@ async def port(s: Session, cmd: Command) -> None:
 
 @command("EPRT", arg="required", syntax="EPRT |proto|address|port|")
 async def eprt(s: Session, cmd: Command) -> None:
+    s.last_port_command = str(cmd)
     if await _refuse_after_epsv_all(s, "EPRT"):
         return
     try:

@@ -25,7 +25,11 @@ FEATURES = (
     "SIZE",
     "TVFS",
     "UTF8",
+    "FTPKIT-PROBE WHOAMI;LASTPORT",
 )
+"""``FTPKIT-PROBE``: ``SITE WHOAMI`` tells the client its address as this server sees it, ``SITE LASTPORT`` the last
+PORT/EPRT command as this server received it. ``ftpkit doctor`` uses them to prove a NAT between client and server and
+to catch a NAT helper (ALG) that rewrote PORT in transit."""
 
 
 @command("SYST", login=False, arg="none")
@@ -108,7 +112,15 @@ async def help_(s: Session, cmd: Command) -> None:
 async def site(s: Session, cmd: Command) -> None:
     sub = (cmd.arg or "").split(" ")[0].upper()
     if sub == "HELP":
-        await s.reply(214, ["SITE commands:", " HELP", "End"])
+        await s.reply(214, ["SITE commands:", " HELP", " WHOAMI    your address and port as this server sees them",
+                            " LASTPORT  the last PORT/EPRT command as this server received it", "End"])
+    elif sub == "WHOAMI":
+        await s.reply(200, f"{s.peer_ip} {s.peer_port}")
+    elif sub == "LASTPORT":
+        if s.last_port_command is None:
+            await s.reply(550, "No PORT or EPRT received in this session.")
+        else:
+            await s.reply(200, s.last_port_command)
     else:
         await s.reply(501, f"SITE {sub[:20]} not understood (SITE HELP lists what is).")
 
