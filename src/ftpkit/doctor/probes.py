@@ -187,13 +187,16 @@ async def probe_active(session: Session, method: str, check: Check, active_addre
         if accept not in done:
             accept.cancel()
             listener.close()
-            if first_reply.done() and first_reply.exception() is None:
+            answered = first_reply.done() and first_reply.exception() is None
+            if answered:
                 probe.list_reply = reply_text(first_reply.result())
             else:
                 first_reply.cancel()
-            check.sequence.append(f"=== no connection to {probe.announced} within {facts.timeout:g} s")
+            check.sequence.append(f"=== accept {probe.announced} -> timeout ({probe.waited:g} s)")
             check.say("fail", "active-no-connect", announced=probe.announced, computation=explain_port(port),
-                      seconds=f"{facts.timeout:g}")
+                      seconds=f"{probe.waited:g}")
+            if answered and not first_reply.result().is_preliminary:
+                return probe  # the server gave up and said so (425): the session is still in step
             raise SessionSpoiled(probe)
         conn, addr = accept.result()
         probe.connected_from = (plain_ip(addr[0]), addr[1])

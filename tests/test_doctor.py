@@ -1,0 +1,174 @@
+"""`ftpkit doctor` against servers on loopback: healthy, and each failure it must name with its evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from ftpkit.client.url import parse_url
+from ftpkit.doctor import DoctorOptions, run_doctor
+
+FTPKIT = [sys.executable, "-m", "ftpkit"]
+
+
+def doctor(url: str, **options) -> object:
+    return asyncio.run(run_doctor(parse_url(url), DoctorOptions(**{"timeout": 2.0, **options})))
+
+
+def codes(report) -> list[str]:
+    return [f.code for f in report.findings]
+
+
+def status(report) -> dict[str, str]:
+    return {c.name: c.status for c in report.checks}
+
+
+@contextmanager
+def fake_server(greeting: bytes | None) -> Iterator[int]:
+    """A TCP server on loopback that sends ``greeting`` (or nothing) to each connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if greeting:
+                conn.sendall(greeting)
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_healthy_ftpkit_server(server):
+    report = doctor(f"ftp://127.0.0.1:{server.port}/")
+    assert codes(report) == ["healthy"]
+    assert report.healthy and report.seconds < 1.0  # loopback: well under a second
+    st = status(report)
+    assert [st[n] for n in ("resolve", "control", "greeting", "login", "features", "epsv", "pasv", "eprt", "port")] \
+        == ["pass"] * 9
+    assert report.facts.server_sees == "127.0.0.1"  # SITE WHOAMI
+    pasv = next(c for c in report.checks if c.name == "pasv")
+    port = report.facts.passive[1].announced.port
+    assert pasv.params["computation"] == f"{port >> 8}*256+{port & 255} = {port}"
+    assert any(line.startswith("<-- 227 Entering Passive Mode (127,0,0,1,") for line in pasv.sequence)
+    assert report.facts.active[1].server_received == report.facts.active[1].sent  # no NAT helper here
+
+
+def test_control_refused():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connecting is refused
+        report = doctor(f"ftp://127.0.0.1:{port}/")
+    assert codes(report) == ["control-refused"]
+    assert status(report)["greeting"] == "skipped"
+
+
+def test_not_ftp():
+    with fake_server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n") as port:
+        report = doctor(f"ftp://127.0.0.1:{port}/")
+    assert codes(report) == ["not-ftp"]
+    assert "SSH-2.0-OpenSSH_9.2p1" in report.findings[0].summary("en")
+
+
+def test_no_greeting():
+    with fake_server(None) as port:
+        report = doctor(f"ftp://127.0.0.1:{port}/", timeout=0.3)
+    assert codes(report) == ["no-greeting"]
+
+
+def test_server_busy(servers, tree):
+    busy = servers.start(tree, max_sessions=1)
+    holder = socket.create_connection(("127.0.0.1", busy.port))
+    assert holder.recv(100).startswith(b"220")
+    report = doctor(f"ftp://127.0.0.1:{busy.port}/")
+    holder.close()
+    assert codes(report) == ["server-busy"]
+
+
+def test_login_failed(server):
+    report = doctor(f"ftp://alice:wrong@127.0.0.1:{server.port}/")
+    assert codes(report) == ["login-failed"]
+    assert "530" in report.findings[0].params["reply"]
+
+
+def test_passive_address_unusable_and_active_refused(servers, tree):
+    nat = servers.start(tree, masquerade_address="127.0.0.9")
+    report = doctor(f"ftp://127.0.0.1:{nat.port}/", active_address="127.0.0.2")
+    assert codes(report) == ["passive-address-unusable", "active-refused"]
+    st = status(report)
+    assert (st["epsv"], st["pasv"], st["eprt"], st["port"]) == ("pass", "warn", "fail", "fail")
+    pasv = report.facts.passive[1]
+    assert (pasv.announced.host, pasv.direct, pasv.substituted) == ("127.0.0.9", "refused", "ok")
+    assert report.findings[1].params["reply"].startswith("501")
+
+
+def test_active_connect_failure_is_named(servers, tree):
+    # the server accepts a foreign address, connects there and fails: nobody listens on 127.0.0.3
+    lax = servers.start(tree, allow_foreign_addresses=True, data_connect_timeout=1)
+    report = doctor(f"ftp://127.0.0.1:{lax.port}/", active_address="127.0.0.3", modes=("active",))
+    assert codes(report) == ["active-data-timeout"]
+    assert report.facts.active[0].list_reply.startswith("425")
+    assert status(report)["epsv"] == "skipped"
+
+
+def test_cli_json_and_exit_codes(server, servers, tree):
+    ok = subprocess.run([*FTPKIT, "doctor", "--json", f"ftp://127.0.0.1:{server.port}/"], capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads(ok.stdout)
+    assert data["healthy"] is True and data["summary"] == {"control": "ok", "passive": "ok", "active": "ok"}
+    assert [f["code"] for f in data["findings"]] == ["healthy"]
+    assert {c["name"] for c in data["checks"]} >= {"epsv", "pasv", "eprt", "port"}
+    bad = subprocess.run([*FTPKIT, "doctor", "--lang", "ja", f"ftp://alice:nope@127.0.0.1:{server.port}/"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "ログインに失敗しました" in bad.stdout and "ユーザー名とパスワードを確認してください" in bad.stdout
+    usage = subprocess.run([*FTPKIT, "doctor", "gopher://x"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+
+
+def test_language_follows_lang(server):
+    env = {"LANG": "ja_JP.UTF-8", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([*FTPKIT, "doctor", f"ftp://127.0.0.1:{server.port}/"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0 and "まとめ" in result.stdout and "問題は見つかりませんでした" in result.stdout
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_every_detail_key_is_in_the_catalog(lang):
+    import re
+    from pathlib import Path
+
+    from ftpkit.diagnosis import catalog
+
+    source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "src/ftpkit/doctor").glob("*.py"))
+    keys = set(re.findall(r'say\("(?:pass|warn|fail|skipped)", (?:f?)"([a-z0-9-]+)"', source))
+    keys |= {"control-refused", "control-timeout", "control-error", "skipped-earlier"}
+    table = catalog(lang).data["details"]
+    assert keys and keys <= set(table), keys - set(table)
