@@ -10,6 +10,7 @@ import sys
 import click
 
 from ftpkit import __version__
+from ftpkit.cli.cert import cert_command
 from ftpkit.cli.client import COMMANDS as CLIENT_COMMANDS
 from ftpkit.cli.doctor import doctor_command
 from ftpkit.cli.serve import serve_command
@@ -27,6 +28,7 @@ cli.add_command(serve_command)
 cli.add_command(user_group)
 cli.add_command(shell_command)
 cli.add_command(doctor_command)
+cli.add_command(cert_command)
 for _command in CLIENT_COMMANDS:
     cli.add_command(_command)
 

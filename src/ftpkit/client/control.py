@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 
 from ftpkit.client.errors import ControlConnectionError
 from ftpkit.client.options import ClientOptions
@@ -12,6 +13,7 @@ from ftpkit.protocol.commands import Command
 from ftpkit.protocol.conversation import Answer, ClientConversation
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import MalformedReply, Reply
+from ftpkit.tls import ControlStream, TLSError, client_context
 
 
 class NotFTPError(ControlConnectionError):
@@ -28,9 +30,10 @@ class Control:
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
         self.conv = ClientConversation(encoding=options.encoding)
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.stream: ControlStream | None = None
         self._answers: list[Answer] = []
+        self._tls_context: ssl.SSLContext | None = None
+        self.session: ssl.SSLSession | None = None
         self.host = ""
         self.port = 0
         self.peer_ip = ""  # the address actually connected to
@@ -45,8 +48,7 @@ class Control:
         self.host, self.port = host, port
         timeout = self.options.timeout
         try:
-            self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=1 << 20), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), timeout)
         except TimeoutError:
             raise ControlConnectionError(
                 f"control connection to {host}:{port} timed out after {timeout:g} s: a firewall drops it or the "
@@ -60,17 +62,60 @@ class Control:
             raise err from None
         except OSError as exc:
             raise ControlConnectionError(f"control connection to {host}:{port} failed: {exc.strerror or exc}") from None
-        peer = self.writer.get_extra_info("peername")
-        local = self.writer.get_extra_info("sockname")
+        self.stream = ControlStream(reader, writer)
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
         self.peer_ip, self.local_ip = plain_ip(peer[0]), plain_ip(local[0])
         self.options.transcript("===", f"control connection {self.local_ip}:{local[1]} -> {self.peer_ip}:{peer[1]}")
+        if self.options.tls == "implicit":
+            await self.start_tls()
         return await self.read_reply()
+
+    @property
+    def writer(self) -> ControlStream | None:
+        """The control connection while it is open (``None`` once closed)."""
+        return self.stream
+
+    @property
+    def encrypted(self) -> bool:
+        return self.stream is not None and self.stream.encrypted
+
+    def tls_context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = client_context(self.options.verify, self.options.ca_file)
+        return self._tls_context
+
+    async def start_tls(self) -> None:
+        assert self.stream is not None
+        try:
+            await self.stream.start_tls(self.tls_context(), server_side=False, server_hostname=self.host,
+                                        timeout=self.options.timeout)
+        except TLSError as exc:
+            err = ControlConnectionError(f"TLS on the control connection to {self.host}:{self.port}: {exc}")
+            err.transient = False
+            raise err from None
+        tls = self.stream.tls
+        assert tls is not None
+        self.options.transcript("===", f"TLS {tls.version()} {tls.cipher()[0] if tls.cipher() else ''}")
+
+    async def stop_tls(self) -> None:
+        assert self.stream is not None
+        self.session = self.stream.tls.session if self.stream.tls is not None else self.session
+        await self.stream.stop_tls(timeout=self.options.timeout)
+        self.options.transcript("===", "the control connection continues in clear (CCC)")
+
+    def tls_session(self) -> ssl.SSLSession | None:
+        """The control connection's TLS session, for data connections to resume."""
+        if self.stream is not None and self.stream.tls is not None:
+            return self.stream.tls.session
+        return self.session
 
     async def adopt(self, sock: socket.socket) -> None:
         """Use an already connected socket as the control connection (the doctor connects by itself)."""
-        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
-        peer = self.writer.get_extra_info("peername")
-        local = self.writer.get_extra_info("sockname")
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        self.stream = ControlStream(reader, writer)
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
         self.host, self.port = peer[0], peer[1]
         self.peer_ip, self.local_ip = plain_ip(peer[0]), plain_ip(local[0])
 
@@ -78,24 +123,27 @@ class Control:
         await self.send(Command(verb, arg))
 
     async def send(self, command: Command) -> None:
-        if self.writer is None:
+        if self.stream is None:
             raise ControlConnectionError("not connected")
         self.options.transcript("-->", command.masked())
         try:
-            self.writer.write(self.conv.send(command))
-            await self.writer.drain()
+            self.stream.write(self.conv.send(command))
+            await self.stream.drain()
         except (ConnectionError, OSError) as exc:
             raise ControlConnectionError(f"control connection lost while sending {command.verb}: {exc}") from None
 
     async def read_reply(self, timeout: float | None = None) -> Reply:
         """The next reply (preliminary or final)."""
-        assert self.reader is not None
+        if self.stream is None:
+            raise ControlConnectionError("not connected")
         timeout = self.options.timeout if timeout is None else timeout
         while not self._answers:
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                data = await asyncio.wait_for(self.stream.read(65536), timeout)
             except TimeoutError:
                 raise ControlConnectionError(f"no reply from the server within {timeout:g} s") from None
+            except TLSError as exc:
+                raise ControlConnectionError(f"TLS on the control connection: {exc}") from None
             except (ConnectionError, OSError) as exc:
                 raise ControlConnectionError(f"control connection lost: {exc}") from None
             if not data:
@@ -122,8 +170,8 @@ class Control:
         return reply
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.stream is not None:
+            self.stream.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 2)
-            self.writer = None
+                await asyncio.wait_for(self.stream.wait_closed(), 2)
+            self.stream = None

@@ -32,6 +32,7 @@ class FTPClient:
         self.user: str | None = None
         self._features: dict[str, str] | None = None
         self._type: str | None = None
+        self._prot_private = False
 
     # --- session -------------------------------------------------------------------------------------------
     async def connect(self, host: str, port: int = 21) -> Reply:
@@ -45,7 +46,24 @@ class FTPClient:
             err = ControlConnectionError(f"unexpected greeting {reply.code} {reply.text}: is this an FTP server?")
             err.transient = False
             raise err
+        if self.options.tls in ("explicit", "optional"):
+            await self._auth_tls()
         return reply
+
+    async def _auth_tls(self) -> None:
+        reply = await self.control.command("AUTH", "TLS")
+        if reply.code != 234:
+            if self.options.tls == "optional":
+                self.options.transcript("!!!", f"the server refused AUTH TLS ({reply.code} {reply.text}); going on "
+                                               "in clear (--tls-optional): the password travels unencrypted")
+                return
+            raise ReplyError("AUTH TLS", reply, hint="The server does not offer FTPS (explicit TLS) here.")
+        await self.control.start_tls()
+
+    @property
+    def protected(self) -> bool:
+        """Whether data connections use TLS (PROT P)."""
+        return self._prot_private
 
     async def login(self, user: str = "anonymous", password: str = "ftpkit@") -> Reply:
         reply = await self.control.command("USER", user)
@@ -54,6 +72,14 @@ class FTPClient:
         if reply.code not in (230, 202):
             raise ReplyError("login", reply, hint="Check the user name and password.")
         self.user = user
+        if self.control.encrypted:
+            await self._ok("PBSZ", "0", codes=(200,))
+            level = "C" if self.options.clear_data else "P"
+            await self._ok("PROT", level, codes=(200,))
+            self._prot_private = level == "P"
+            if self.options.ccc:
+                await self._ok("CCC", codes=(200,))
+                await self.control.stop_tls()
         features = await self.features()
         if "UTF8" in features and self.options.encoding.replace("-", "").lower() == "utf8":
             await self.control.command("OPTS", "UTF8 ON")  # some servers need it; a refusal changes nothing
@@ -235,6 +261,8 @@ class FTPClient:
                         await control.read_reply()  # the server's 425 once it gives up
                     raise
             self.options.transcript("===", dc.describe_connection(plan, sock))
+            if self._prot_private:
+                sock = await self._protect(plan, sock)
             started = time.monotonic()
             try:
                 count = await asyncio.to_thread(work, sock)
@@ -264,6 +292,24 @@ class FTPClient:
                 sock.close()
             if plan.listener is not None:
                 plan.listener.close()
+
+    async def _protect(self, plan: dc.Plan, sock: object) -> object:
+        """TLS on the data connection (this client is the TLS client in both modes), resuming the control
+        connection's session so that servers that require reuse accept it."""
+        try:
+            tls = await asyncio.to_thread(dc.wrap_tls, sock, self.control.tls_context(), self.control.host,
+                                          self.control.tls_session(), self.options.timeout)
+        except (OSError, ValueError) as exc:
+            final = None
+            with contextlib.suppress(ControlConnectionError):
+                final = await self.control.read_reply()
+            err = DataConnectionError(plan.mode, plan.method, f"TLS on the data connection failed: {exc}", final,
+                                      hint="The server may require TLS session reuse, or the certificate differs.")
+            err.opened = True  # type: ignore[attr-defined]
+            raise err from None
+        reused = "resumed the control connection's session" if tls.session_reused else "new session"
+        self.options.transcript("===", f"data connection TLS {tls.version()} ({reused})")
+        return tls
 
     async def _await_active(self, plan: dc.Plan, timeout: float) -> tuple[object | None, Reply]:
         """After the transfer command in active mode: the server connects, or replies first (e.g. 425)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -204,6 +205,17 @@ def describe_connection(plan: Plan, sock: socket.socket) -> str:
 
 # --- moving bytes (blocking: run in a worker thread) ----------------------------------------------------------
 
+def wrap_tls(sock: socket.socket, context: ssl.SSLContext, host: str, session: ssl.SSLSession | None,
+             timeout: float) -> ssl.SSLSocket:
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    try:
+        return context.wrap_socket(sock, server_hostname=host, session=session)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def receive(sock: socket.socket, sink: Callable[[bytes], object], ascii_mode: bool, progress: Progress | None,
             timeout: float) -> int:
     """Read the data connection to its end into ``sink``; returns bytes received."""
@@ -215,7 +227,10 @@ def receive(sock: socket.socket, sink: Callable[[bytes], object], ascii_mode: bo
     total = 0
     try:
         while True:
-            n = sock.recv_into(buf)
+            try:
+                n = sock.recv_into(buf)
+            except ssl.SSLEOFError:
+                n = 0  # closed without close_notify: the final reply tells whether all arrived
             if n == 0:
                 break
             total += n
@@ -256,6 +271,9 @@ def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Prog
                 total += len(data)
                 if progress is not None:
                     progress(len(chunk))
+        if isinstance(sock, ssl.SSLSocket):
+            with contextlib.suppress(OSError, ValueError):
+                sock = sock.unwrap()  # close_notify: the end of the file, as RFC 4217 asks
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
     finally:

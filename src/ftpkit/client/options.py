@@ -28,6 +28,11 @@ class ClientOptions:
     retries: int = 0
     encoding: str = "utf-8"
     ascii: bool = False
+    tls: str = "off"  # off | explicit (AUTH TLS, required) | optional | implicit (ftps://)
+    verify: bool = True  # check the server's certificate against the system store (or ca_file)
+    ca_file: str | None = None
+    clear_data: bool = False  # PROT C instead of PROT P
+    ccc: bool = False  # back to a clear control connection after login (for NAT helpers)
     transcript: Transcript = field(default=_no_transcript, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -40,6 +45,8 @@ class ClientOptions:
             raise ValueError(f"timeout: {self.timeout!r} must be more than 0 seconds")
         if self.retries < 0:
             raise ValueError(f"retries: {self.retries!r} must be 0 or more")
+        if self.tls not in ("off", "explicit", "optional", "implicit"):
+            raise ValueError(f"tls: {self.tls!r} is not one of off, explicit, optional, implicit")
         if self.active_ports is not None:
             low, high = self.active_ports
             if not 1024 <= low <= high <= 65535:

@@ -58,6 +58,14 @@ class ServerConversation:
         if self.phase is not Phase.CLOSED:
             self._inbox.extend(self.reader.feed(data))
 
+    def discard_pending(self) -> int:
+        """Drop commands received but not taken, and any partial line: what a client pipelined in clear behind
+        AUTH TLS must not be executed after the handshake (CVE-2011-0411 style injection). Returns how many."""
+        dropped = len(self._inbox) + (1 if self.reader.buffered else 0)
+        self._inbox.clear()
+        self.reader = CommandReader(self.reader.max_line, self.reader.encoding)
+        return dropped
+
     @property
     def waiting(self) -> int:
         """Commands received and not yet taken."""

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
+import ssl
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Accounts
-from ftpkit.server.config import ServerConfig
+from ftpkit.server.config import ConfigError, ServerConfig
 from ftpkit.server.data import PortPool
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.xferlog import TransferLog
+from ftpkit.tls import server_context
 
 log = logging.getLogger("ftpkit.server")
 
@@ -47,10 +50,17 @@ class FTPServer:
             transfer_log=TransferLog(cfg.xferlog),
             storage_factory=storage_factory,
         )
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            try:
+                self.shared.tls_context = server_context(str(cfg.tls_cert), str(cfg.tls_key))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError("tls_cert", f"cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
         self._per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._implicit: asyncio.Server | None = None
         self.port = cfg.port
+        self.implicit_port: int | None = None
 
     async def start(self) -> None:
         if self.cfg.active_from_port_20:
@@ -60,12 +70,20 @@ class FTPServer:
             else:
                 log.warning("active_from_port_20: cannot bind port %d (needs root or CAP_NET_BIND_SERVICE); "
                             "active data connections leave from any port", source)
+        main_implicit = self.cfg.tls == "implicit"
         self._server = await asyncio.start_server(
-            self._accept, self.cfg.host, self.cfg.port, backlog=self.cfg.listen_backlog, reuse_address=True,
+            functools.partial(self._accept, implicit=main_implicit), self.cfg.host, self.cfg.port,
+            backlog=self.cfg.listen_backlog, reuse_address=True,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.cfg.tls_implicit_port is not None:
+            self._implicit = await asyncio.start_server(
+                functools.partial(self._accept, implicit=True), self.cfg.host, self.cfg.tls_implicit_port,
+                backlog=self.cfg.listen_backlog, reuse_address=True,
+            )
+            self.implicit_port = self._implicit.sockets[0].getsockname()[1]
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool = False) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -86,7 +104,7 @@ class FTPServer:
                 return
             self._per_ip[ip] += 1
             try:
-                await Session(self.shared, reader, writer).run()
+                await Session(self.shared, reader, writer, implicit_tls=implicit).run()
             finally:
                 self._per_ip[ip] -= 1
                 if self._per_ip[ip] <= 0:
@@ -100,8 +118,9 @@ class FTPServer:
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; close idle sessions; let running transfers finish within the grace period."""
         grace = self.cfg.shutdown_grace if grace is None else grace
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._implicit):
+            if listener is not None:
+                listener.close()
         self.shared.stopping = True
         for session in list(self.shared.sessions):
             session.wake()

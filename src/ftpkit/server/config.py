@@ -58,6 +58,14 @@ class ServerConfig:
     listen_backlog: int = 1024
     shutdown_grace: float = 10.0
     banner: str = "ftpkit FTP server ready."
+    tls: str = "off"  # off | optional | required | implicit (RFC 4217 FTPS)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_implicit_port: int | None = None  # an implicit-TLS listener beside the main one (990 style)
+    tls_required_for_anonymous: bool = False
+    require_session_reuse: bool = True
+    allow_ccc: bool = False
+    tls_handshake_timeout: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
     xferlog: Path | None = None
@@ -71,6 +79,7 @@ class ServerConfig:
 FIELD_NAMES = frozenset(f.name for f in fields(ServerConfig))
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+TLS_MODES = ("off", "optional", "required", "implicit")
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -204,8 +213,14 @@ def validate(values: Mapping[str, Any]) -> ServerConfig:
                 v[key] = _masquerade_map(key, raw)
             case "users":
                 v[key] = _users(key, raw)
-            case "users_file":
+            case "users_file" | "tls_cert" | "tls_key":
                 v[key] = _file(key, raw, must_exist=True)
+            case "tls":
+                v[key] = _choice(key, raw, TLS_MODES)
+            case "tls_implicit_port":
+                v[key] = _int(key, raw, 0, 65535)
+            case "tls_handshake_timeout":
+                v[key] = _seconds(key, raw)
             case "xferlog":
                 v[key] = _file(key, raw, must_exist=False)
             case "max_sessions" | "max_sessions_per_ip" | "io_threads" | "max_login_failures":
@@ -232,6 +247,8 @@ def validate(values: Mapping[str, Any]) -> ServerConfig:
     cfg = ServerConfig(**v)
     if cfg.masquerade_address and ":" in cfg.masquerade_address:
         raise ConfigError("masquerade_address", "must be an IPv4 address (it is announced in 227 replies)")
+    if (cfg.tls != "off" or cfg.tls_implicit_port is not None) and (cfg.tls_cert is None or cfg.tls_key is None):
+        raise ConfigError("tls", f"{cfg.tls!r} needs tls_cert and tls_key (PEM files; `ftpkit cert` writes a pair)")
     if cfg.active_from_port_20 and cfg.port < 2:
         raise ConfigError("active_from_port_20", "needs a control port above 1")
     return cfg

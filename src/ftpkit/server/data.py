@@ -15,11 +15,13 @@ import errno
 import logging
 import random
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import HostPort, plain_ip
+from ftpkit.tls import describe_ssl_error
 
 log = logging.getLogger("ftpkit.server")
 
@@ -38,6 +40,28 @@ class DataStream:
     peer: tuple[str, int]
     local: tuple[str, int]
 
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLObject:
+        """TLS as the server of this data connection (RFC 4217: the FTP server is the TLS server whichever side
+        connected), after the 150 reply, as clients expect."""
+        loop = asyncio.get_running_loop()
+        transport = self.writer.transport
+        protocol = transport.get_protocol()
+        try:
+            tls_transport = await loop.start_tls(transport, protocol, context, server_side=True,
+                                                 ssl_handshake_timeout=timeout)
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            transport.close()
+            raise DataTLSError(describe_ssl_error(exc)) from None
+        if tls_transport is None:
+            raise DataTLSError("the client closed the data connection during the TLS handshake")
+        # What StreamWriter.start_tls does, with server_side=True (it guesses the side from a callback that a
+        # data connection does not have). A new StreamWriter would close the plain transport when collected.
+        self.writer._transport = tls_transport  # type: ignore[attr-defined]
+        protocol._replace_writer(self.writer)  # type: ignore[attr-defined]
+        ssl_object = tls_transport.get_extra_info("ssl_object")
+        assert ssl_object is not None
+        return ssl_object
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError, asyncio.CancelledError, ConnectionError):
@@ -50,6 +74,10 @@ async def _wrap(sock: socket.socket) -> DataStream:
     peer = sock.getpeername()[:2]
     local = sock.getsockname()[:2]
     return DataStream(reader, writer, (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1]))
+
+
+class DataTLSError(Exception):
+    """TLS on the data connection failed; the text goes into a 522 reply."""
 
 
 class PortPool:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -25,6 +26,7 @@ from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
 from ftpkit.server.storage import LocalStorage, join_virtual
 from ftpkit.server.xferlog import TransferLog
+from ftpkit.tls import ControlStream, TLSError
 
 log = logging.getLogger("ftpkit.server")
 _ids = itertools.count(1)
@@ -43,15 +45,18 @@ class Shared:
     transfer_log: TransferLog
     active_source_port: int | None = None  # 20 when active_from_port_20 is in force
     storage_factory: StorageFactory = LocalStorage
+    tls_context: ssl.SSLContext | None = None
     sessions: set[Session] = field(default_factory=set)
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
 
 
 class Session:
-    def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 implicit_tls: bool = False) -> None:
         self.shared = shared
         self.cfg = shared.cfg
-        self.reader, self.writer = reader, writer
+        self.stream = ControlStream(reader, writer)
+        self.implicit_tls = implicit_tls
         self.id = f"s{next(_ids)}"
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
@@ -76,6 +81,9 @@ class Session:
         self.transfer: Transfer | None = None
         self.transfers = 0
         self._wakeup: asyncio.Future[None] | None = None
+        # FTPS (RFC 4217)
+        self.pbsz = False
+        self.prot_private = False
 
     # --- replies -------------------------------------------------------------------------------------------
     @property
@@ -90,13 +98,13 @@ class Session:
 
     async def reply(self, code: int, text: str | list[str], to: CommandEvent | None = None) -> None:
         self._send(self.conv.reply(Reply.of(code, text), to))
-        await self.writer.drain()
+        await self.stream.drain()
 
     def _send(self, data: bytes) -> None:
         if log.isEnabledFor(logging.DEBUG):
             for line in data.decode("utf-8", "replace").splitlines():
                 log.debug("[%s] <-- %s", self.id, line)
-        self.writer.write(data)
+        self.stream.write(data)
 
     def vpath(self, path: str | None) -> str:
         return join_virtual(self.cwd, path or "")
@@ -125,6 +133,29 @@ class Session:
             return f"{target.host} is not the address of your control connection ({self.peer_ip})"
         return None
 
+    def tls_required(self) -> bool:
+        """Whether this session must use TLS (control before USER, data with PROT P)."""
+        if self.cfg.tls not in ("required", "implicit"):
+            return False
+        anonymous = self.account.anonymous if self.account else (
+            self.pending_user is not None and self.shared.accounts.is_anonymous_name(self.pending_user))
+        return not anonymous or self.cfg.tls_required_for_anonymous
+
+    def data_must_be_protected(self) -> bool:
+        return self.tls_required() and not self.prot_private
+
+    def session_reuse_refusal(self, data_tls: ssl.SSLObject | None) -> str | None:
+        """Why a protected data connection is refused under ``require_session_reuse``, or ``None``."""
+        if not self.cfg.require_session_reuse or data_tls is None:
+            return None
+        if not data_tls.session_reused:
+            return "it did not resume the control connection's TLS session"
+        control = self.stream.tls
+        if control is not None and data_tls.version() == "TLSv1.2" and control.session is not None \
+                and data_tls.session is not None and control.session.id != data_tls.session.id:
+            return "it resumed another TLS session than the control connection's"
+        return None
+
     def active_source(self) -> tuple[str, int] | None:
         port = self.shared.active_source_port
         return (self.local_ip, port) if port is not None else None
@@ -135,19 +166,23 @@ class Session:
         log.info("[%s] connect from %s:%d", self.id, self.peer_ip, self.peer_port)
         read_task: asyncio.Task[bytes] | None = None
         try:
+            if self.implicit_tls:
+                assert self.shared.tls_context is not None
+                await self.stream.start_tls(self.shared.tls_context, server_side=True,
+                                            timeout=self.cfg.tls_handshake_timeout)
             self._send(self.conv.greet(Reply.of(220, self.cfg.banner)))
-            await self.writer.drain()
+            await self.stream.drain()
             while self.conv.phase is Phase.READY:
                 if self.shared.stopping and self.transfer is None:
                     self._send(self.conv.notice(Reply.of(421, "Server shutting down.")))
-                    await self.writer.drain()
+                    await self.stream.drain()
                     break
                 event = self.conv.next_event()
                 if event is not None:
                     await self.dispatch(event)
                     continue
                 if read_task is None:
-                    read_task = asyncio.create_task(self.reader.read(65536))
+                    read_task = asyncio.create_task(self.stream.read(65536))
                 self._wakeup = asyncio.get_running_loop().create_future()
                 waits: set[asyncio.Future] = {read_task, self._wakeup}
                 if self.transfer is not None and self.transfer.task is not None:
@@ -158,7 +193,7 @@ class Session:
                 if not done:
                     log.info("[%s] idle for %g s: closing", self.id, self.cfg.idle_timeout)
                     self._send(self.conv.notice(Reply.of(421, "Timeout: closing control connection.")))
-                    await self.writer.drain()
+                    await self.stream.drain()
                     break
                 if read_task in done:
                     data = read_task.result()
@@ -166,6 +201,8 @@ class Session:
                     if not data:
                         break
                     self.conv.receive_data(data)
+        except TLSError as exc:
+            log.warning("[%s] TLS on the control connection from %s failed: %s", self.id, self.peer_ip, exc)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             log.info("[%s] control connection lost: %s", self.id, exc)
         finally:
@@ -173,9 +210,9 @@ class Session:
                 read_task.cancel()
             await self.abort_transfer()
             self.set_data(None)
-            self.writer.close()
+            self.stream.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 2)
+                await asyncio.wait_for(self.stream.wait_closed(), 2)
             self.shared.sessions.discard(self)
             log.info("[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
                      time.monotonic() - self.started, self.transfers)

@@ -5,9 +5,10 @@
 - ``transfer``: RETR STOR STOU APPE LIST NLST MLSD REST ABOR ALLO
 - ``files``:    CWD CDUP PWD MKD RMD DELE RNFR RNTO SIZE MDTM MLST
 - ``info``:     SYST FEAT OPTS HELP STAT NOOP SITE TYPE MODE STRU
+- ``security``: AUTH PBSZ PROT CCC (FTPS)
 """
 
-from ftpkit.server.commands import access, datachan, files, info, transfer
+from ftpkit.server.commands import access, datachan, files, info, security, transfer
 from ftpkit.server.commands.table import COMMANDS, Spec, command
 
-__all__ = ["COMMANDS", "Spec", "access", "command", "datachan", "files", "info", "transfer"]
+__all__ = ["COMMANDS", "Spec", "access", "command", "datachan", "files", "info", "security", "transfer"]

@@ -25,6 +25,10 @@ async def user(s: Session, cmd: Command) -> None:
         await s.reply(503, f"Already logged in as {s.account.name}.")
         return
     s.pending_user = cmd.arg
+    if s.tls_required() and not s.stream.encrypted:
+        s.pending_user = None
+        await s.reply(530, "TLS required on this server: send AUTH TLS before USER.")
+        return
     if s.shared.accounts.is_anonymous_name(cmd.arg or ""):
         await s.reply(331, "Anonymous login: send your e-mail address as the password.")
     else:

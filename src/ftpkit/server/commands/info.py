@@ -42,9 +42,13 @@ async def noop(s: Session, cmd: Command) -> None:
     await s.reply(200, "NOOP ok.")
 
 
+TLS_FEATURES = ("AUTH TLS", "AUTH SSL", "PBSZ", "PROT")
+
+
 @command("FEAT", login=False, arg="none")
 async def feat(s: Session, cmd: Command) -> None:
-    await s.reply(211, ["Features:", *(" " + f for f in FEATURES), "End"])
+    features = FEATURES + (TLS_FEATURES if s.shared.tls_context is not None and s.cfg.tls != "off" else ())
+    await s.reply(211, ["Features:", *(" " + f for f in sorted(features)), "End"])
 
 
 @command("OPTS", login=False, arg="required", syntax="OPTS UTF8 ON | OPTS MLST facts")

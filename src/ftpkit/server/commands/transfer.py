@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
-from ftpkit.server.data import DataConnectionError, DataStream, Transfer
+from ftpkit.server.data import DataConnectionError, DataStream, DataTLSError, Transfer
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
 from ftpkit.server.storage import StorageError
 from ftpkit.server.xferlog import TransferRecord
@@ -47,10 +47,15 @@ async def _start(s: Session, cmd: Command, path: str, direction: str, opening: s
     """Take the announced data connection and run the transfer in a task of its own."""
     channel = s.data
     s.data = None
-    if channel is None:
+    if channel is None or s.data_must_be_protected():
+        if channel is not None:
+            channel.close()
         if cleanup is not None:
             await cleanup()
-        await s.reply(425, "Use PORT, EPRT, PASV or EPSV first.")
+        if channel is None:
+            await s.reply(425, "Use PORT, EPRT, PASV or EPSV first.")
+        else:
+            await s.reply(521, "Data connections must be protected on this server: send PBSZ 0 and PROT P.")
         return
     transfer = Transfer(cmd, path, direction, channel)
     s.transfer = transfer
@@ -75,6 +80,20 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body,
             t.channel.close()
         t.started = time.monotonic()
         await s.reply(150, opening, to=t.command)
+        if s.prot_private:
+            assert s.shared.tls_context is not None
+            try:
+                data_tls = await t.stream.start_tls(s.shared.tls_context, s.cfg.tls_handshake_timeout)
+                refusal = s.session_reuse_refusal(data_tls)
+            except DataTLSError as exc:
+                refusal = f"TLS failed: {exc}"
+            if refusal is not None:
+                error = refusal
+                log.warning("[%s] %s %s: protected data connection refused: %s", s.id, t.command.verb, t.path,
+                            refusal)
+                hint = " (this server requires TLS session reuse)" if "session" in refusal else ""
+                await s.reply(522, f"Data connection refused: {refusal}{hint}.", to=t.command)
+                return
         try:
             await body(t.stream, t)
             await t.stream.close()

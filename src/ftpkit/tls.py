@@ -1,0 +1,191 @@
+"""TLS for FTP control connections, shared by the server and the client, on the standard ``ssl`` module.
+
+:class:`ControlStream` carries a control connection over a plain asyncio stream and can start TLS on it (AUTH TLS,
+or at once for implicit FTPS) and stop it again (CCC, RFC 4217 §6), which asyncio's own SSL transport cannot do.
+TLS runs through an :class:`ssl.SSLObject` with memory BIOs: a peer that never finishes its handshake costs no CPU
+while it is awaited, and the wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+
+READ_SIZE = 65536
+
+
+class TLSError(ConnectionError):
+    """A TLS handshake or record failure, with a one-line reason."""
+
+
+def describe_ssl_error(exc: BaseException) -> str:
+    """One line naming the problem: expired, wrong host name, self-signed, unknown CA, protocol version..."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = exc.verify_message or str(exc)
+        code = exc.verify_code
+        if code == 10:
+            return "the server's certificate has expired"
+        if code in (18, 19):
+            return "the server's certificate is self-signed (use --ca-file with it, or --insecure)"
+        if code == 20:
+            return "the server's certificate is signed by an unknown authority (use --ca-file)"
+        if code == 62 or "hostname" in message.lower() or "ip address mismatch" in message.lower():
+            return f"the server's certificate does not match the host name ({message})"
+        return f"certificate verification failed: {message}"
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None) or str(exc)
+        return f"TLS failed: {str(reason).lower().replace('_', ' ')}"
+    if isinstance(exc, TimeoutError):
+        return "TLS handshake timed out"
+    return f"TLS failed: {exc}"
+
+
+class ControlStream:
+    """Read/write a control connection, in clear or through TLS, switching between the two when told."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.tls: ssl.SSLObject | None = None
+        self._in: ssl.MemoryBIO | None = None
+        self._out: ssl.MemoryBIO | None = None
+        self._plain_leftover = b""  # clear text that followed a close_notify (after CCC)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.tls is not None
+
+    def get_extra_info(self, name: str) -> object:
+        return self.writer.get_extra_info(name)
+
+    def _flush(self) -> None:
+        assert self._out is not None
+        data = self._out.read()
+        if data:
+            self.writer.write(data)
+
+    async def _fill(self, timeout: float | None) -> bool:
+        """Read ciphertext into the TLS engine; False at end of stream."""
+        assert self._in is not None
+        data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+        if not data:
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    async def start_tls(self, context: ssl.SSLContext, server_side: bool, server_hostname: str | None = None,
+                        timeout: float = 10.0, session: ssl.SSLSession | None = None) -> None:
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        leftover = self._plain_leftover
+        self._plain_leftover = b""
+        if leftover:
+            self._in.write(leftover)
+        tls = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname,
+                               session=session)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                await self.writer.drain()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TLSError(describe_ssl_error(TimeoutError())) from None
+                try:
+                    if not await self._fill(remaining):
+                        raise TLSError("the peer closed the connection during the TLS handshake")
+                except TimeoutError:
+                    raise TLSError(describe_ssl_error(TimeoutError())) from None
+            except ssl.SSLError as exc:
+                with contextlib.suppress(Exception):
+                    self._flush()
+                raise TLSError(describe_ssl_error(exc)) from exc
+        self._flush()
+        await self.writer.drain()
+        self.tls = tls
+
+    async def stop_tls(self, timeout: float = 10.0) -> None:
+        """Send close_notify, wait for the peer's, and carry on in clear (CCC)."""
+        assert self.tls is not None and self._in is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                self.tls.unwrap()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                await self.writer.drain()
+                if not await self._fill(max(0.0, deadline - loop.time())):
+                    break
+            except ssl.SSLError as exc:
+                raise TLSError(describe_ssl_error(exc)) from exc
+        self._flush()
+        await self.writer.drain()
+        self._plain_leftover = self._in.read()
+        self.tls = self._in = self._out = None
+
+    async def read(self, n: int = READ_SIZE) -> bytes:
+        if self.tls is None:
+            if self._plain_leftover:
+                data, self._plain_leftover = self._plain_leftover, b""
+                return data
+            return await self.reader.read(n)
+        while True:
+            try:
+                data = self.tls.read(n)
+                self._flush()  # TLS 1.3 may answer (key update)
+                return data
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not await self._fill(None):
+                    return b""  # the peer went away without close_notify
+            except ssl.SSLZeroReturnError:
+                return b""  # close_notify: the peer ended the connection cleanly
+            except ssl.SSLError as exc:
+                raise TLSError(describe_ssl_error(exc)) from exc
+
+    def write(self, data: bytes) -> None:
+        if self.tls is None:
+            self.writer.write(data)
+            return
+        self.tls.write(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        if self.tls is not None:
+            with contextlib.suppress(ssl.SSLError, ssl.SSLWantReadError):
+                self.tls.unwrap()
+            with contextlib.suppress(Exception):
+                self._flush()
+        self.writer.close()
+
+    async def wait_closed(self) -> None:
+        await self.writer.wait_closed()
+
+
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    """TLS 1.2 or newer; no session tickets, so a TLS 1.2 data connection's resumed session id is the control
+    connection's (the check that ``require_session_reuse`` makes)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+def client_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
