@@ -186,6 +186,18 @@ class FTPClient:
         except ValueError:
             raise ReplyError(f"MDTM {path}", reply) from None
 
+    async def is_dir(self, path: str) -> bool:
+        """Whether ``path`` is a directory: MLST when offered, else CWD there and back."""
+        if "MLST" in await self.features():
+            entry = await self.stat(path)
+            return entry is not None and entry.is_dir
+        here = await self.pwd()
+        reply = await self.control.command("CWD", path)
+        if reply.code != 250:
+            return False
+        await self._ok("CWD", here)
+        return True
+
     async def stat(self, path: str) -> Entry | None:
         """One entry's facts (MLST when offered), or ``None`` when it does not exist."""
         if "MLST" in await self.features():
@@ -222,7 +234,8 @@ class FTPClient:
             except DataConnectionError as exc:
                 if attempt + 1 < len(modes) and not getattr(exc, "opened", False):
                     other = "active" if passive else "passive"
-                    self.options.transcript("!!!", f"{exc}; retrying {command.verb} in {other} mode (--fallback)")
+                    self.options.transcript("!!!", f"{exc.summary()}: retrying {command.verb} in {other} mode "
+                                                   "(--fallback)")
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -275,7 +288,11 @@ class FTPClient:
                 err.opened = True  # type: ignore[attr-defined]
                 raise err from None
             sock = None
-            final = await control.read_reply(timeout=max(timeout, 60.0))
+            try:
+                final = await control.read_reply(timeout=max(timeout, 60.0))
+            except ControlConnectionError as exc:
+                raise ControlConnectionError(f"{exc} after {count} bytes of {command.verb} over the data connection"
+                                             " (--continue resumes a download)") from None
             elapsed = time.monotonic() - started
             if not final.is_success:
                 if final.code in (426,):

@@ -172,6 +172,10 @@ async def connect_passive(plan: Plan, timeout: float) -> socket.socket:
         raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) timed "
                                   f"out after {timeout:g} s: a firewall drops it or the passive range is not open",
                                   plan.reply) from None
+    except ConnectionRefusedError:
+        sock.close()
+        raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) "
+                                  "was refused (RST): nothing listens there", plan.reply) from None
     except OSError as exc:
         sock.close()
         raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) "

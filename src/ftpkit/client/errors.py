@@ -13,8 +13,14 @@ class FTPError(Exception):
     hint = ""
 
     def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text} {self.hint}".rstrip() if self.hint else text
+        text = self.summary()
+        if not self.hint:
+            return text
+        return f"{text}{'' if text.endswith(('.', '!', '?')) else '.'} {self.hint}"
+
+    def summary(self) -> str:
+        """The message without the advice."""
+        return super().__str__()
 
 
 class ControlConnectionError(FTPError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftpkit.client.core import FTPClient
-from ftpkit.client.errors import FTPError, ReplyError
+from ftpkit.client.errors import FTPError
 from ftpkit.protocol.listparse import Entry
 
 TIME_SLACK = 2.0  # seconds: listings round times (Unix LIST to the minute is handled by comparing sizes too)
@@ -67,14 +67,16 @@ def local_tree(top: Path) -> tuple[dict[str, os.stat_result], set[str]]:
     return files, dirs
 
 
-def _same(size: int | None, mtime: float | None, other_size: int, other_mtime: float, newer_only: bool) -> bool:
-    if size is not None and size != other_size:
+def _same(entry: Entry, other_size: int, other_mtime: float, newer_only: bool) -> bool:
+    """Whether a remote entry and a local file are the same by size and time (within the listing's precision)."""
+    if entry.size is not None and entry.size != other_size:
         return False
-    if mtime is None:
-        return size is not None
+    if entry.mtime is None:
+        return entry.size is not None
+    slack = max(TIME_SLACK, entry.precision)
     if newer_only:  # uploads: the server's time is the upload time unless it can be set
-        return other_mtime <= mtime + TIME_SLACK
-    return abs(mtime - other_mtime) <= TIME_SLACK
+        return other_mtime <= entry.mtime + slack
+    return abs(entry.mtime - other_mtime) <= slack
 
 
 async def _run_jobs(jobs: list[tuple[str, Callable[[FTPClient], Awaitable[int]]]], factory: SessionFactory,
@@ -112,7 +114,7 @@ async def mirror_down(ftp: FTPClient, factory: SessionFactory, remote: str, loca
     jobs = []
     for rel, entry in sorted(files.items()):
         st = have.get(rel)
-        if st is not None and _same(entry.size, entry.mtime, st.st_size, st.st_mtime, newer_only=False):
+        if st is not None and _same(entry, st.st_size, st.st_mtime, newer_only=False):
             result.unchanged.append(rel)
             continue
 
@@ -141,9 +143,10 @@ async def mirror_up(ftp: FTPClient, factory: SessionFactory, local: Path, remote
     if not local.is_dir():
         raise FTPError(f"{local} is not a local directory")
     have, have_dirs = local_tree(local)
-    try:
+    # Some servers (vsftpd) answer LIST of a missing directory with an empty listing: ask directly.
+    if await ftp.is_dir(remote):
         files, dirs = await remote_tree(ftp, remote)
-    except ReplyError:
+    else:
         await ftp.mkdir(remote)
         files, dirs = {}, set()
     for d in sorted(have_dirs - dirs, key=lambda p: p.count("/")):
@@ -151,7 +154,7 @@ async def mirror_up(ftp: FTPClient, factory: SessionFactory, local: Path, remote
     jobs = []
     for rel, st in sorted(have.items()):
         entry = files.get(rel)
-        if entry is not None and _same(entry.size, entry.mtime, st.st_size, st.st_mtime, newer_only=True):
+        if entry is not None and _same(entry, st.st_size, st.st_mtime, newer_only=True):
             result.unchanged.append(rel)
             continue
 

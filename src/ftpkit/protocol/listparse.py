@@ -27,6 +27,7 @@ class Entry:
     target: str | None = None  # of a symlink, when the listing shows it
     perm: str | None = None
     raw: str = ""
+    precision: float = 1.0  # seconds: MLSD times are exact; LIST shows minutes, or only the day for old files
 
     @property
     def is_dir(self) -> bool:
@@ -115,8 +116,9 @@ def parse_list_line(line: str, now: float) -> Entry | None:
         size = int(size_text) if size_text.isdigit() else None
         if name in (".", ".."):
             return None
+        precision = 60.0 if ":" in match["timeyear"] else 86400.0
         return Entry(name, kind, size, _unix_time(match["month"], match["day"], match["timeyear"], now),
-                     target=target, raw=line)
+                     target=target, raw=line, precision=precision)
     match = _DOS.match(line)
     if match:
         year = int(match["year"])
@@ -131,8 +133,8 @@ def parse_list_line(line: str, now: float) -> Entry | None:
         except ValueError:
             mtime = None
         if match["dir"]:
-            return Entry(match["name"], "dir", None, mtime, raw=line)
-        return Entry(match["name"], "file", int(match["size"]), mtime, raw=line)
+            return Entry(match["name"], "dir", None, mtime, raw=line, precision=60.0)
+        return Entry(match["name"], "file", int(match["size"]), mtime, raw=line, precision=60.0)
     return None
 
 
