@@ -172,11 +172,18 @@ class ControlStream:
         await self.writer.wait_closed()
 
 
-def server_context(cert: str, key: str) -> ssl.SSLContext:
-    """TLS 1.2 or newer; no session tickets, so a TLS 1.2 data connection's resumed session id is the control
-    connection's (the check that ``require_session_reuse`` makes)."""
+def server_context(cert: str, key: str, max_version: str = "1.2") -> ssl.SSLContext:
+    """TLS 1.2 at least; by default at most, too.
+
+    With TLS 1.2 and no session tickets, a data connection that resumes the control connection's session has the
+    same session id, so ``require_session_reuse`` can check exactly that (Python cannot tell which session a TLS
+    1.3 connection resumed). TLS 1.3 also sends session tickets after every handshake, data connections included;
+    clients that never read them (curl) then end an upload with a TCP reset instead of a clean close, and the
+    upload fails. ``tls_max_version = "1.3"`` opts in anyway.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3 if max_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     ctx.options |= ssl.OP_NO_TICKET
     return ctx

@@ -42,7 +42,7 @@ def get_command(url: str, output: str | None, resume: bool, **kw: Any) -> None:
     """Download the file at URL (ftp://user:pass@host:port/path)."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
-    options = build_options(kw)
+    options = build_options(kw, target)
     if not target.path or target.path.endswith("/"):
         raise click.UsageError(f"{url!r} names no file")
     name = posixpath.basename(target.path)
@@ -73,7 +73,7 @@ def put_command(file: str, url: str, resume: bool, append: bool, **kw: Any) -> N
     """Upload FILE to URL (a directory URL ending in / keeps the file's name)."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
-    options = build_options(kw)
+    options = build_options(kw, target)
     local = Path(file)
     remote = target.path if target.path and not target.path.endswith("/") else target.path + local.name
 
@@ -95,7 +95,7 @@ def ls_command(url: str, long_format: bool, **kw: Any) -> None:
     """List the directory at URL."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
-    options = build_options(kw)
+    options = build_options(kw, target)
 
     async def work(ftp: FTPClient, attempt: int) -> None:
         if long_format:
@@ -117,7 +117,7 @@ def _simple(name: str, doc: str, action: Any, extra_arg: str | None = None) -> c
         target = url_arg(url, kw.pop("password_stdin"))
         netrc_file = kw.pop("netrc_file")
         extra = kw.pop(extra_arg) if extra_arg else None
-        options = build_options(kw)
+        options = build_options(kw, target)
         if not target.path:
             raise click.UsageError(f"{url!r} names no path")
 
@@ -153,7 +153,7 @@ def mirror_command(url: str, directory: str, reverse: bool, delete: bool, parall
     changed (size or time) are transferred."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
-    options = build_options(kw)
+    options = build_options(kw, target)
     remote = target.path.rstrip("/") or "."
 
     async def work(ftp: FTPClient, attempt: int) -> None:

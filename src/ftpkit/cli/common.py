@@ -44,6 +44,12 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ascii", is_flag=True, help="TYPE A: convert line endings (default: binary)"),
         click.option("--password-stdin", is_flag=True, help="read the password from standard input"),
         click.option("--netrc-file", metavar="FILE", help="credentials file (default ~/.netrc)"),
+        click.option("--tls", "tls_explicit", is_flag=True, help="FTPS: AUTH TLS, required (ftps://: implicit)"),
+        click.option("--tls-optional", is_flag=True, help="FTPS when the server offers it, else clear (said once)"),
+        click.option("--clear-data", is_flag=True, help="FTPS: PROT C, data connections in clear"),
+        click.option("--ccc", is_flag=True, help="FTPS: back to a clear control connection after login (NAT helpers)"),
+        click.option("--ca-file", metavar="PEM", help="trust this CA (or self-signed certificate) for FTPS"),
+        click.option("--insecure", is_flag=True, help="FTPS: do not verify the server's certificate (warned)"),
         click.option("-v", "--verbose", is_flag=True, help="print the control conversation and the data connections"),
     ]
     for option in reversed(options):
@@ -70,9 +76,22 @@ def transcript_printer(verbose: bool) -> Callable[[str, str], None]:
     return show
 
 
-def build_options(kw: dict[str, Any]) -> ClientOptions:
+def build_options(kw: dict[str, Any], url: FTPURL | None = None) -> ClientOptions:
+    tls = "implicit" if url is not None and url.scheme == "ftps" else (
+        "explicit" if kw.pop("tls_explicit") else "optional" if kw.pop("tls_optional") else "off")
+    kw.pop("tls_explicit", None)
+    kw.pop("tls_optional", None)
+    insecure = kw.pop("insecure")
+    if insecure and tls != "off":
+        stderr.print("ftpkit: warning: --insecure: the server's certificate is not checked; anyone in the path can "
+                     "read and change this session", markup=False)
     try:
         return ClientOptions(
+            tls=tls,
+            verify=not insecure,
+            ca_file=kw.pop("ca_file"),
+            clear_data=kw.pop("clear_data"),
+            ccc=kw.pop("ccc"),
             passive=kw.pop("passive"),
             epsv=not kw.pop("no_epsv"),
             eprt=not kw.pop("no_eprt"),

@@ -70,7 +70,10 @@ class FTPClient:
         if reply.code == 331:
             reply = await self.control.command("PASS", password)
         if reply.code not in (230, 202):
-            raise ReplyError("login", reply, hint="Check the user name and password.")
+            needs_tls = "TLS" in reply.text.upper() or "SSL" in reply.text.upper()
+            hint = "The server wants FTPS: use --tls." if needs_tls and not self.control.encrypted else \
+                "Check the user name and password."
+            raise ReplyError("login", reply, hint=hint)
         self.user = user
         if self.control.encrypted:
             await self._ok("PBSZ", "0", codes=(200,))

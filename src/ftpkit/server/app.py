@@ -52,7 +52,7 @@ class FTPServer:
         )
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             try:
-                self.shared.tls_context = server_context(str(cfg.tls_cert), str(cfg.tls_key))
+                self.shared.tls_context = server_context(str(cfg.tls_cert), str(cfg.tls_key), cfg.tls_max_version)
             except (ssl.SSLError, OSError) as exc:
                 raise ConfigError("tls_cert", f"cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
         self._per_ip: Counter[str] = Counter()

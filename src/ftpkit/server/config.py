@@ -66,6 +66,7 @@ class ServerConfig:
     require_session_reuse: bool = True
     allow_ccc: bool = False
     tls_handshake_timeout: float = 10.0
+    tls_max_version: str = "1.2"  # "1.3" opts in (see ftpkit.tls.server_context for why 1.2 is the default)
     log_level: str = "info"
     log_format: str = "text"
     xferlog: Path | None = None
@@ -217,6 +218,8 @@ def validate(values: Mapping[str, Any]) -> ServerConfig:
                 v[key] = _file(key, raw, must_exist=True)
             case "tls":
                 v[key] = _choice(key, raw, TLS_MODES)
+            case "tls_max_version":
+                v[key] = _choice(key, raw, ("1.2", "1.3"))
             case "tls_implicit_port":
                 v[key] = _int(key, raw, 0, 65535)
             case "tls_handshake_timeout":
