@@ -156,6 +156,7 @@ class Session:
     started_at_syn: bool = False
     greeted: bool = False
     bytes_missing: int = 0
+    control: DataConn | None = None  # the control connection's own TCP facts (refused, unanswered)
     findings: list[Finding] = field(default_factory=list)
 
     @property

@@ -29,7 +29,8 @@ class Segment(NamedTuple):
     seq: int
     ack: int
     flags: int
-    payload: bytes
+    payload: bytes  # as captured: shorter than ``size`` when the capture cut the packet (snaplen)
+    size: int  # the TCP payload length the IP header declares
 
 
 def ip_offset(linktype: int, frame: bytes) -> int:
@@ -52,10 +53,20 @@ def ip_offset(linktype: int, frame: bytes) -> int:
     return -1
 
 
-def tcp_segment(linktype: int, frame: bytes) -> Segment | None:
-    """The TCP segment in a frame, or ``None``."""
-    o = ip_offset(linktype, frame)
-    if o < 0 or len(frame) < o + 20:
+Header = tuple[bytes, bytes, int, int, int, int, int, int, int]
+"""(src, dst, sport, dport, seq, ack, flags, payload start, payload end): no copy of the payload is made."""
+
+
+def tcp_header(linktype: int, frame: bytes) -> Header | None:
+    """The TCP header fields of a frame and where its payload lies, or ``None``. ``end`` is where the IP header
+    says the payload ends; it lies beyond the frame when the capture cut the packet short (snaplen)."""
+    if linktype == ETHERNET and frame[12:14] == b"\x08\x00":  # the common case first
+        o = 14
+    else:
+        o = ip_offset(linktype, frame)
+        if o < 0:
+            return None
+    if len(frame) < o + 20:
         return None
     version = frame[o] >> 4
     if version == 4:
@@ -87,7 +98,19 @@ def tcp_segment(linktype: int, frame: bytes) -> Segment | None:
     if len(frame) < t + 20:
         return None
     sport, dport, seq, ack, off, flags = _TCP.unpack_from(frame, t)
-    return Segment(src, dst, sport, dport, seq, ack, flags, frame[t + (off >> 4) * 4:min(end, len(frame))])
+    start = t + (off >> 4) * 4
+    return src, dst, sport, dport, seq, ack, flags, start, max(start, end)
+
+
+def segment(frame: bytes, h: Header) -> Segment:
+    """The full segment, payload included (only control connections need it)."""
+    src, dst, sport, dport, seq, ack, flags, start, end = h
+    return Segment(src, dst, sport, dport, seq, ack, flags, frame[start:end], end - start)
+
+
+def tcp_segment(linktype: int, frame: bytes) -> Segment | None:
+    h = tcp_header(linktype, frame)
+    return None if h is None else segment(frame, h)
 
 
 def address(raw: bytes) -> str:

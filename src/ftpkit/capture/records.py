@@ -58,6 +58,7 @@ class RecordReader:
         self.offset = 0
         self.compressed = False
         self.format = "?"
+        self._damage_gzip: str | None = None
 
     # --- the buffer ----------------------------------------------------------------------------------------------
     def _fill(self, need: int) -> bool:
@@ -72,7 +73,8 @@ class RecordReader:
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
                 self._eof = True
                 self._buf, self._base, self._pos = b"".join(parts), self._base + self._pos, 0
-                self._damage_gzip = str(exc) or type(exc).__name__
+                truncated = isinstance(exc, EOFError)
+                self._damage_gzip = "truncated gzip stream" if truncated else f"damaged gzip stream ({exc})"
                 return False
             if not data:
                 self._eof = True
@@ -85,10 +87,11 @@ class RecordReader:
 
     def _fail(self, what: str) -> CaptureError:
         where = self._base + self._pos
-        gz = getattr(self, "_damage_gzip", None)
+        gz = self._damage_gzip
         if gz:
-            what = f"damaged gzip stream ({gz}) after {self._base + len(self._buf)} bytes"
-            return CaptureError(self.name, f"{what}; {self.packets} packets read before it", self.packets)
+            where = self._base + len(self._buf)
+            return CaptureError(self.name, f"{gz} at byte {where} of the uncompressed data; {self.packets} packets "
+                                "read before it", self.packets)
         of = " of the uncompressed data" if self.compressed else ""
         return CaptureError(self.name, f"{what} at byte {where}{of}; {self.packets} packets read before it",
                             self.packets)
@@ -102,7 +105,7 @@ class RecordReader:
         with stream:
             self._stream, self._buf, self._pos, self._base, self._eof = stream, b"", 0, 0, False
             if not self._fill(4):
-                if self._buf or getattr(self, "_damage_gzip", None):
+                if self._buf or self._damage_gzip:
                     raise self._fail("file too short for a capture header")
                 raise CaptureError(self.name, "empty file")
             magic = self._buf[:4]
@@ -145,13 +148,17 @@ class RecordReader:
     def _pcapng(self) -> Iterator[Record]:
         order = "<"
         ifaces: list[tuple[int, float, int]] = []  # (link type, seconds per tick, offset in seconds)
+        layouts = {o: (struct.Struct(o + "II"), struct.Struct(o + "IIII")) for o in "<>"}
+        head, epb = layouts[order]
         while True:
-            if not self._fill(12):
-                if len(self._buf) - self._pos:
-                    raise self._fail("truncated block header")
-                return
             buf, pos = self._buf, self._pos
-            kind = struct.unpack_from(order + "I", buf, pos)[0]
+            if pos + 12 > len(buf):
+                if not self._fill(12):
+                    if len(self._buf) - self._pos:
+                        raise self._fail("truncated block header")
+                    return
+                buf, pos = self._buf, self._pos
+            kind, length = head.unpack_from(buf, pos)
             if kind == 0x0A0D0D0A:  # a section header: its byte-order magic decides the order from here on
                 bom = buf[pos + 8:pos + 12]
                 if bom == b"\x4d\x3c\x2b\x1a":
@@ -160,17 +167,19 @@ class RecordReader:
                     order = ">"
                 else:
                     raise self._fail("bad byte-order magic in a section header")
+                head, epb = layouts[order]
+                kind, length = head.unpack_from(buf, pos)
                 ifaces = []
-            length = struct.unpack_from(order + "I", buf, pos + 4)[0]
             if length < 12 or length % 4 or length > MAX_RECORD:
                 raise self._fail(f"corrupt block (length {length})")
-            if not self._fill(length):
-                raise self._fail("truncated block")
-            buf, pos = self._buf, self._pos
+            if pos + length > len(buf):
+                if not self._fill(length):
+                    raise self._fail("truncated block")
+                buf, pos = self._buf, self._pos
             self._pos = pos + length
             if kind == 6 or kind == 2:  # enhanced packet block; obsolete packet block
                 if kind == 6:
-                    iface, high, low, caplen = struct.unpack_from(order + "IIII", buf, pos + 8)
+                    iface, high, low, caplen = epb.unpack_from(buf, pos + 8)
                 else:
                     iface, _, high, low, caplen = struct.unpack_from(order + "HHIII", buf, pos + 8)
                 if iface >= len(ifaces) or 28 + caplen > length:

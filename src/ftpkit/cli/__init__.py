@@ -10,6 +10,7 @@ import sys
 import click
 
 from ftpkit import __version__
+from ftpkit.cli.analyze import analyze_command
 from ftpkit.cli.cert import cert_command
 from ftpkit.cli.client import COMMANDS as CLIENT_COMMANDS
 from ftpkit.cli.doctor import doctor_command
@@ -29,6 +30,7 @@ cli.add_command(user_group)
 cli.add_command(shell_command)
 cli.add_command(doctor_command)
 cli.add_command(cert_command)
+cli.add_command(analyze_command)
 for _command in CLIENT_COMMANDS:
     cli.add_command(_command)
 

@@ -1,0 +1,93 @@
+"""The same session captured on both sides of a NAT: match the two, tell which is the client's side, and show
+what an FTP helper (ALG) rewrote in transit.
+
+Two sessions are the same when their command sequences (PORT/EPRT arguments aside) are identical and they start
+within ``WINDOW`` seconds, but their address pairs differ. The client's side is decided by timing, which is immune
+to a clock offset between two capturing machines: commands are seen first on the client's side and replies first
+on the server's side, so the sum of the two median lags is positive from the client's side.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from ftpkit.capture.findings import is_global
+from ftpkit.capture.model import LogEntry, NatPair, Session
+from ftpkit.diagnosis import Finding
+
+WINDOW = 300.0
+ANNOUNCING = frozenset({"PORT", "EPRT"})
+
+
+def _signature(s: Session) -> tuple[tuple[str, str | None], ...]:
+    return tuple((e.verb or "", None if e.verb in ANNOUNCING else e.arg) for e in s.commands())
+
+
+def _replies(s: Session) -> list[LogEntry]:
+    return [e for e in s.log if e.side == "server"]
+
+
+def _lag(a: list[LogEntry], b: list[LogEntry]) -> float:
+    """Median of b's time minus a's time over lines matched by position."""
+    lags = [y.ts - x.ts for x, y in zip(a, b, strict=False)]
+    return statistics.median(lags) if lags else 0.0
+
+
+def _inside_first(a: Session, b: Session) -> bool:
+    """True when ``a`` was captured on the client's side of the NAT."""
+    score = _lag(a.commands(), b.commands()) + _lag(_replies(b), _replies(a))
+    if score:
+        return score > 0
+    if is_global(a.client.ip) != is_global(b.client.ip):
+        return not is_global(a.client.ip)
+    return a.file <= b.file
+
+
+def match_sessions(sessions: list[Session]) -> list[NatPair]:
+    by_signature: dict[tuple, list[Session]] = {}
+    for s in sessions:
+        sig = _signature(s)
+        if len(sig) >= 2:
+            by_signature.setdefault(sig, []).append(s)
+    pairs: list[NatPair] = []
+    for group in by_signature.values():
+        free = sorted(group, key=lambda s: s.start)
+        while len(free) >= 2:
+            a = free.pop(0)
+            candidates = [b for b in free if (b.client, b.server) != (a.client, a.server)
+                          and abs(b.start - a.start) <= WINDOW]
+            if not candidates:
+                continue
+            b = min(candidates, key=lambda c: abs(c.start - a.start))
+            free.remove(b)
+            inside, outside = (a, b) if _inside_first(a, b) else (b, a)
+            pairs.append(_pair(inside, outside))
+    return pairs
+
+
+def _pair(inside: Session, outside: Session) -> NatPair:
+    pair = NatPair(inside, outside)
+    for sent, received in zip(inside.commands(), outside.commands(), strict=False):
+        if sent.verb in ANNOUNCING and sent.text != received.text:
+            pair.rewrites.append((sent.text, received.text))
+            pair.findings.append(Finding("alg-rewrote-port", "info",
+                                         {"command": sent.verb or "", "sent": sent.text, "received": received.text},
+                                         (f"#{inside.index} {inside.client} > {inside.server}: {sent.text}",
+                                          f"#{outside.index} {outside.client} > {outside.server}: {received.text}")))
+    passive_in = [e for e in _replies(inside) if e.code in (227, 229)]
+    passive_out = [e for e in _replies(outside) if e.code in (227, 229)]
+    for received, sent in zip(passive_in, passive_out, strict=False):
+        if sent.text != received.text:
+            pair.rewrites.append((sent.text, received.text))
+            pair.findings.append(Finding("alg-rewrote-port", "info",
+                                         {"command": str(sent.code), "sent": sent.text, "received": received.text},
+                                         (f"#{outside.index} {outside.server} > {outside.client}: {sent.text}",
+                                          f"#{inside.index} {inside.server} > {inside.client}: {received.text}")))
+    if inside.client.ip != outside.client.ip:
+        unchanged = [f"#{outside.index} {outside.client} > {outside.server}: {e.text}"
+                     for e, o in zip(inside.commands(), outside.commands(), strict=False)
+                     if e.verb in ANNOUNCING and e.text == o.text]
+        pair.findings.append(Finding("nat-detected", "info", {"seen": outside.client.ip, "local": inside.client.ip},
+                                     (f"#{inside.index} {inside.client} > {inside.server}",
+                                      f"#{outside.index} {outside.client} > {outside.server}", *unchanged[:4])))
+    return pair
