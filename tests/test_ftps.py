@@ -261,3 +261,26 @@ def test_ftpkit_client_against_real_ftps_servers(request, peer, passive, cert, t
     assert "random.bin" in names and "ftpkit-up.bin" in names
     assert sha(tmp_path / "got.bin") == sha(srv.root / "random.bin") == sha(srv.root / "ftpkit-up.bin")
     assert any("data connection TLS" in line and "resumed" in line for line in lines)
+
+
+def test_doctor_with_tls(tls_server, cert):
+    ok = subprocess.run([*FTPKIT, "doctor", "--json", "--tls", "--ca-file", str(cert[0]),
+                         f"ftp://alice:secret@127.0.0.1:{tls_server.port}/"], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    import json
+
+    report = json.loads(ok.stdout)
+    assert [f["code"] for f in report["findings"]] == ["control-encrypted", "healthy"]
+    assert next(c for c in report["checks"] if c["name"] == "tls")["status"] == "pass"
+    assert report["summary"] == {"control": "ok", "passive": "ok", "active": "ok"}
+    implicit = subprocess.run([*FTPKIT, "doctor", "--json", "--ca-file", str(cert[0]),
+                               f"ftps://alice:secret@127.0.0.1:{tls_server.server.implicit_port}/"],
+                              capture_output=True, text=True, timeout=60)
+    assert implicit.returncode == 0 and "control-encrypted" in implicit.stdout
+    untrusted = subprocess.run([*FTPKIT, "doctor", "--json", "--tls",
+                                f"ftp://alice:secret@127.0.0.1:{tls_server.port}/"], capture_output=True, text=True,
+                               timeout=60)
+    assert untrusted.returncode == 1
+    finding = json.loads(untrusted.stdout)["findings"][0]
+    assert finding["code"] == "tls-failed" and "self-signed" in finding["summary"]

@@ -27,8 +27,12 @@ from ftpkit.doctor.render import render_text, to_json
 @click.option("--encoding", default="utf-8", show_default=True, help="the server's encoding of names and replies")
 @click.option("--netrc-file", metavar="FILE", help="credentials file (default ~/.netrc)")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option("--tls", "tls_explicit", is_flag=True, help="test FTPS with AUTH TLS (ftps:// URLs: implicit TLS)")
+@click.option("--ca-file", metavar="PEM", help="trust this CA (or self-signed certificate)")
+@click.option("--insecure", is_flag=True, help="do not verify the server's certificate")
 def doctor_command(url: str, timeout: float, active_address: str | None, mode: str, as_json: bool, lang: str | None,
-                   encoding: str, netrc_file: str | None, password_stdin: bool) -> None:
+                   encoding: str, netrc_file: str | None, password_stdin: bool, tls_explicit: bool,
+                   ca_file: str | None, insecure: bool) -> None:
     """Find out which connection fails (control or data), in which mode (passive, active), why, and what to change."""
     try:
         target = parse_url(url)
@@ -37,8 +41,9 @@ def doctor_command(url: str, timeout: float, active_address: str | None, mode: s
     if password_stdin:
         target = target.with_credentials(target.user or "anonymous", sys.stdin.readline().rstrip("\r\n"))
     modes = ("passive", "active") if mode == "both" else (mode,)
+    tls = "implicit" if target.scheme == "ftps" else ("explicit" if tls_explicit else "off")
     options = DoctorOptions(timeout=timeout, active_address=active_address, encoding=encoding,
-                            netrc_file=netrc_file, modes=modes)
+                            netrc_file=netrc_file, modes=modes, tls=tls, ca_file=ca_file, verify=not insecure)
     language = choose_language(lang)
     report = asyncio.run(run_doctor(target, options))
     if as_json:

@@ -110,13 +110,13 @@ class Control:
             return self.stream.tls.session
         return self.session
 
-    async def adopt(self, sock: socket.socket) -> None:
+    async def adopt(self, sock: socket.socket, server_hostname: str | None = None) -> None:
         """Use an already connected socket as the control connection (the doctor connects by itself)."""
         reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
         self.stream = ControlStream(reader, writer)
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
-        self.host, self.port = peer[0], peer[1]
+        self.host, self.port = server_hostname or peer[0], peer[1]
         self.peer_ip, self.local_ip = plain_ip(peer[0]), plain_ip(local[0])
 
     async def send_command(self, verb: str, arg: str | None = None) -> None:

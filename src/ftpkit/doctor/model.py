@@ -79,6 +79,7 @@ class Facts:
     passive: list[PassiveProbe] = field(default_factory=list)
     active: list[ActiveProbe] = field(default_factory=list)
     timeout: float = 5.0
+    tls: str = ""  # the control connection's TLS version and cipher, when TLS is in use
 
 
 @dataclass
@@ -91,7 +92,8 @@ class DoctorReport:
 
     @property
     def healthy(self) -> bool:
-        return all(f.code == "healthy" for f in self.findings)
+        """No finding that is a problem (``info`` findings, such as an encrypted control connection, are not)."""
+        return not any(f.severity in ("warn", "fail") for f in self.findings)
 
     def mode_ok(self, mode: str) -> bool | None:
         probes = self.facts.passive if mode == "passive" else self.facts.active

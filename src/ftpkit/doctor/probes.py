@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from ftpkit.client.control import Control
+from ftpkit.client.data import receive, wrap_tls
 from ftpkit.client.errors import ControlConnectionError
 from ftpkit.client.options import ClientOptions
 from ftpkit.doctor.model import ActiveProbe, Check, Facts, Outcome, PassiveProbe
@@ -67,8 +70,9 @@ class Session:
     def __init__(self, facts: Facts, options: ClientOptions) -> None:
         self.facts = facts
         self.check: Check | None = None
-        self.options = ClientOptions(timeout=options.timeout, encoding=options.encoding, transcript=self._record)
+        self.options = replace(options, transcript=self._record)
         self.control = Control(self.options)
+        self.protected = False  # PROT P: data connections use TLS, resuming the control session
 
     def _record(self, direction: str, text: str) -> None:
         if self.check is not None and direction in ("-->", "<--"):
@@ -89,13 +93,24 @@ async def list_over(session: Session, sock: socket.socket, check: Check) -> tupl
     if not first.is_preliminary:
         sock.close()
         return False, reply_text(first)
-    received = await _drain(sock, session.options.timeout)
+    received = await _drain(await _protect(session, sock), session.options.timeout)
     final = await session.control.read_reply()
     check.sequence.append(f"=== {received} bytes")
     return final.is_success, reply_text(final)
 
 
+async def _protect(session: Session, sock: socket.socket) -> socket.socket:
+    """TLS on a data connection after its 1xx reply when PROT P is in force (resuming the control session)."""
+    if not session.protected:
+        return sock
+    control = session.control
+    return await asyncio.to_thread(wrap_tls, sock, control.tls_context(), control.host, control.tls_session(),
+                                   session.options.timeout)
+
+
 async def _drain(sock: socket.socket, timeout: float) -> int:
+    if isinstance(sock, ssl.SSLSocket):
+        return await asyncio.to_thread(receive, sock, lambda _: None, False, None, timeout)
     loop = asyncio.get_running_loop()
     total = 0
     try:
@@ -206,7 +221,7 @@ async def probe_active(session: Session, method: str, check: Check, active_addre
             conn.close()
             probe.list_reply = reply_text(first)
         else:
-            received = await _drain(conn, facts.timeout)
+            received = await _drain(await _protect(session, conn), facts.timeout)
             final = await session.control.read_reply()
             check.sequence.append(f"=== {received} bytes")
             probe.list_reply = reply_text(final)

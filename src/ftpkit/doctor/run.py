@@ -28,6 +28,9 @@ class DoctorOptions:
     encoding: str = "utf-8"
     netrc_file: str | None = None
     modes: tuple[str, ...] = ("passive", "active")
+    tls: str = "off"  # off | explicit (--tls) | implicit (ftps://)
+    ca_file: str | None = None
+    verify: bool = True
 
 
 async def run_doctor(url: FTPURL, options: DoctorOptions) -> DoctorReport:
@@ -38,6 +41,8 @@ async def run_doctor(url: FTPURL, options: DoctorOptions) -> DoctorReport:
     findings = await _steps(url, password, options, facts, checks)
     if findings is None:
         findings = diagnose(facts)
+    if facts.tls and not any(f.code == "tls-failed" for f in findings):
+        findings.insert(0, Finding("control-encrypted", "info", evidence=(f"{facts.tls}",)))
     return DoctorReport(url.display, facts, list(checks.values()), findings, time.monotonic() - started)
 
 
@@ -59,14 +64,42 @@ async def _connect(facts: Facts, options: DoctorOptions, check: Check) -> tuple[
     facts.peer = plain_ip(sock.getpeername()[0])
     facts.local = plain_ip(sock.getsockname()[0])
     check.say("pass", "control-ok", address=facts.peer, port=facts.port, local=facts.local)
-    session = Session(facts, ClientOptions(timeout=options.timeout, encoding=options.encoding))
-    await session.control.adopt(sock)
+    session = Session(facts, ClientOptions(timeout=options.timeout, encoding=options.encoding, tls=options.tls,
+                                           ca_file=options.ca_file, verify=options.verify))
+    await session.control.adopt(sock, server_hostname=facts.host)
     return session, []
 
 
-async def _greet(session: Session, facts: Facts, check: Check) -> list[Finding]:
+async def _tls(session: Session, facts: Facts, check: Check) -> list[Finding]:
+    """Step 4: AUTH TLS (explicit) or TLS at once (implicit), the handshake and the certificate."""
+    session.check = check
+    implicit = session.options.tls == "implicit"
+    if not implicit:
+        reply = await session.command("AUTH", "TLS")
+        if reply.code != 234:
+            text = reply_text(reply)
+            check.say("fail", "tls-refused", reply=text)
+            return [Finding("tls-failed", params={"reason": f"AUTH TLS -> {text}"}, evidence=(text,))]
+    try:
+        await session.control.start_tls()
+    except ControlConnectionError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        check.say("fail", "tls-fail", reason=reason)
+        return [Finding("tls-failed", params={"reason": reason}, evidence=(reason,))]
+    tls = session.control.stream.tls if session.control.stream else None
+    facts.tls = f"{tls.version()} {tls.cipher()[0]}" if tls is not None and tls.cipher() else "TLS"
+    check.say("pass", "tls-ok", how="implicit" if implicit else "AUTH TLS", tls=facts.tls)
+    return []
+
+
+async def _greet(session: Session, facts: Facts, check: Check, tls_check: Check | None = None) -> list[Finding]:
     session.check = check
     params = {"address": facts.peer, "port": str(facts.port), "seconds": f"{facts.timeout:g}"}
+    tls_check = tls_check or Check("tls")
+    if session.options.tls == "implicit":
+        problems = await _tls(session, facts, tls_check)
+        if problems:
+            return problems
     try:
         reply = await session.control.read_reply()
     except NotFTPError as exc:
@@ -96,6 +129,10 @@ async def _login(session: Session, facts: Facts, password: str, check: Check) ->
         check.say("fail", "login-fail", user=facts.user, reply=text)
         return [Finding("login-failed", params={"user": facts.user, "reply": text}, evidence=(text,))]
     facts.logged_in = True
+    if session.control.encrypted:
+        await session.command("PBSZ", "0")
+        prot = await session.command("PROT", "P")
+        session.protected = prot.code == 200
     check.say("pass", "login-ok", user=facts.user, reply=text)
     return []
 
@@ -105,7 +142,11 @@ async def _new_session(facts: Facts, options: DoctorOptions, password: str) -> S
     session, _problems = await _connect(facts, options, Check("control"))
     if session is None:
         raise ControlConnectionError("cannot reconnect")
-    if await _greet(session, facts, Check("greeting")) or await _login(session, facts, password, Check("login")):
+    if await _greet(session, facts, Check("greeting")):
+        raise ControlConnectionError("cannot greet again")
+    if options.tls == "explicit" and await _tls(session, facts, Check("tls")):
+        raise ControlConnectionError("cannot start TLS again")
+    if await _login(session, facts, password, Check("login")):
         raise ControlConnectionError("cannot log in again")
     return session
 
@@ -131,10 +172,17 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
     try:
         # 3. greeting
         async with timed(checks["greeting"]) as check:
-            problems = await _greet(session, facts, check)
+            problems = await _greet(session, facts, check, checks["tls"])
         if problems:
             return problems
-        checks["tls"].say("skipped", "tls-skipped")
+        # 4. TLS
+        if options.tls == "explicit":
+            async with timed(checks["tls"]) as check:
+                problems = await _tls(session, facts, check)
+            if problems:
+                return problems
+        elif options.tls == "off":
+            checks["tls"].say("skipped", "tls-skipped")
         # 5. login
         async with timed(checks["login"]) as check:
             problems = await _login(session, facts, password, check)
@@ -149,6 +197,8 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
             if "UTF8" in names:
                 await session.command("OPTS", "UTF8 ON")
             facts.probe_offered = "FTPKIT-PROBE" in names
+            if options.tls == "off" and "AUTH" in names:
+                checks["tls"].say("skipped", "tls-offered")
             if facts.probe_offered:
                 whoami = await session.command("SITE", "WHOAMI")
                 if whoami.code == 200:
