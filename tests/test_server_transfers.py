@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -217,3 +218,52 @@ def test_slow_storage_does_not_stall_other_sessions(servers, tree):
         SlowStorage.gate.set()
     a.sock.settimeout(10)
     assert a.reply().text == "5"
+
+
+def test_unused_passive_listener_closes_after_timeout(servers, tree):
+    server = servers.start(tree, users=["alice:secret"], data_accept_timeout=0.3, passive_ports="41010-41010")
+    c = Raw(server.host, server.port)
+    c.login()
+    _, port = c.pasv()
+    # Knock from another address (the server closes such connections while it listens) until the port is
+    # closed: nobody connected and no transfer command came, so it goes back to the range after the timeout.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            knock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
+        except ConnectionRefusedError:
+            break
+        assert read_all(knock) == b""  # waits for the server to close it: no sleep needed
+    else:
+        raise AssertionError(f"passive port {port} still listens after 5 s")
+    reply = c.cmd("RETR hello.txt")
+    assert reply.code == 425 and "within 0.3 s" in reply.text
+    other = Raw(server.host, server.port)
+    other.login()
+    assert other.pasv()[1] == port  # the only port of the range is free again
+
+
+def test_active_data_connections_leave_from_port_minus_one(servers, tree):
+    for _ in range(20):  # find a control port whose neighbour below is free
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port - 1))
+            except OSError:
+                continue
+        break
+    server = servers.start(tree, users=["alice:secret"], port=port, active_from_port_20=True)
+    c = Raw(server.host, server.port)
+    c.login()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        lport = listener.getsockname()[1]
+        assert c.cmd(f"PORT 127,0,0,1,{lport >> 8},{lport & 255}").code == 200
+        c.send("NLST sub")
+        conn, (_, source_port) = listener.accept()
+        assert read_all(conn) == b"inner.txt\r\n"
+    assert source_port == port - 1  # "port 20" for a server on port 21
+    assert c.reply().code == 150 and c.reply().code == 226

@@ -123,7 +123,7 @@ class PassiveListener:
     mode = "passive"
 
     def __init__(self, pool: PortPool, local_ip: str, peer_ip: str, announced: HostPort, method: str,
-                 session_id: str) -> None:
+                 session_id: str, accept_timeout: float = 30.0) -> None:
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
         self.pool = pool
         self.sock = pool.bind(family, local_ip)
@@ -134,8 +134,18 @@ class PassiveListener:
         self.session_id = session_id
         self.refused: list[str] = []
         self._handed_over = False
-        self._accepted: asyncio.Future[socket.socket] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._accepted: asyncio.Future[socket.socket] = loop.create_future()
         self._task = asyncio.create_task(self._accept_loop())
+        self._expiry = loop.call_later(accept_timeout, self._expire, accept_timeout)
+
+    def _expire(self, timeout: float) -> None:
+        """Nobody connected in time: stop listening and give the port back to the range."""
+        if not self._accepted.done():
+            self._accepted.set_exception(DataConnectionError(
+                f"no data connection to passive port {self.announced} within {timeout:g} s"))
+            self._accepted.exception()  # retrieved: no "never retrieved" warning if no transfer comes
+            self._stop_listening()
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,6 +158,9 @@ class PassiveListener:
                 conn.close()
                 continue
             self._accepted.set_result(conn)
+            self._expiry.cancel()
+            self.sock.close()  # one connection, one transfer: the port goes back to the range now
+            self.pool.release(self.port)
             return
 
     async def open(self, timeout: float) -> DataStream:
@@ -163,6 +176,7 @@ class PassiveListener:
         return await _wrap(conn)
 
     def _stop_listening(self) -> None:
+        self._expiry.cancel()
         self._task.cancel()
         if self.sock.fileno() >= 0:
             self.sock.close()
@@ -171,7 +185,7 @@ class PassiveListener:
     def close(self) -> None:
         self._stop_listening()
         if self._accepted.done() and not self._accepted.cancelled():
-            if not self._handed_over:
+            if not self._handed_over and self._accepted.exception() is None:
                 self._accepted.result().close()
         else:
             self._accepted.cancel()

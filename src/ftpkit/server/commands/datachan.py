@@ -82,7 +82,8 @@ async def eprt(s: Session, cmd: Command) -> None:
 
 async def _passive(s: Session, method: str, announce_host: str) -> PassiveListener | None:
     try:
-        listener = PassiveListener(s.shared.pool, s.local_ip, s.peer_ip, HostPort(announce_host, 0), method, s.id)
+        listener = PassiveListener(s.shared.pool, s.local_ip, s.peer_ip, HostPort(announce_host, 0), method, s.id,
+                                   s.cfg.data_accept_timeout)
     except DataConnectionError as exc:
         s.set_data(None)
         log.warning("[%s] %s: %s", s.id, method, exc)
