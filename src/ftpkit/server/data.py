@@ -134,10 +134,11 @@ class PassiveListener:
         self.session_id = session_id
         self.refused: list[str] = []
         self._handed_over = False
-        loop = asyncio.get_running_loop()
-        self._accepted: asyncio.Future[socket.socket] = loop.create_future()
-        self._task = asyncio.create_task(self._accept_loop())
-        self._expiry = loop.call_later(accept_timeout, self._expire, accept_timeout)
+        self._loop = asyncio.get_running_loop()
+        self._accepted: asyncio.Future[socket.socket] = self._loop.create_future()
+        # A reader callback that accepts synchronously: no accepted connection can be lost in a cancelled task.
+        self._loop.add_reader(self.sock.fileno(), self._on_connection)
+        self._expiry = self._loop.call_later(accept_timeout, self._expire, accept_timeout)
 
     def _expire(self, timeout: float) -> None:
         """Nobody connected in time: stop listening and give the port back to the range."""
@@ -147,20 +148,23 @@ class PassiveListener:
             self._accepted.exception()  # retrieved: no "never retrieved" warning if no transfer comes
             self._stop_listening()
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            conn, addr = await loop.sock_accept(self.sock)
-            if plain_ip(addr[0]) != self.peer_ip:
+    def _on_connection(self) -> None:
+        for _ in range(64):  # bounded: at most what the backlog holds
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._stop_listening()
+                return
+            if plain_ip(addr[0]) != self.peer_ip or self._accepted.done():
                 self.refused.append(f"{addr[0]}:{addr[1]}")
                 log.warning("[%s] passive port %d: refused a connection from %s:%d (the control connection "
                             "is from %s)", self.session_id, self.port, addr[0], addr[1], self.peer_ip)
                 conn.close()
                 continue
             self._accepted.set_result(conn)
-            self._expiry.cancel()
-            self.sock.close()  # one connection, one transfer: the port goes back to the range now
-            self.pool.release(self.port)
+            self._stop_listening()  # one connection, one transfer: the port goes back to the range now
             return
 
     async def open(self, timeout: float) -> DataStream:
@@ -177,8 +181,8 @@ class PassiveListener:
 
     def _stop_listening(self) -> None:
         self._expiry.cancel()
-        self._task.cancel()
         if self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.pool.release(self.port)
 
