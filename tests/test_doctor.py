@@ -117,14 +117,15 @@ def test_login_failed(server):
     assert "530" in report.findings[0].params["reply"]
 
 
-def test_passive_address_unusable_and_active_refused(servers, tree):
+def test_passive_address_mismatch_and_active_refused(servers, tree):
     nat = servers.start(tree, masquerade_address="127.0.0.9")
     report = doctor(f"ftp://127.0.0.1:{nat.port}/", active_address="127.0.0.2")
-    assert codes(report) == ["passive-address-unusable", "active-refused"]
+    assert codes(report) == ["passive-address-mismatch", "active-refused"]
     st = status(report)
     assert (st["epsv"], st["pasv"], st["eprt"], st["port"]) == ("pass", "warn", "fail", "fail")
     pasv = report.facts.passive[1]
     assert (pasv.announced.host, pasv.direct, pasv.substituted) == ("127.0.0.9", "refused", "ok")
+    assert pasv.classification == "other-host"
     assert report.findings[1].params["reply"].startswith("501")
 
 

@@ -62,8 +62,9 @@ def plain_ip(address: str) -> str:
 def classify_announced(announced: str, control_peer: str) -> str:
     """How a passive announcement's address relates to the control connection's peer.
 
-    ``same``; or why it differs: ``unspecified`` (0.0.0.0), ``loopback``, ``link-local``, ``private`` (RFC 1918 and
-    the like, while the control peer is elsewhere), or ``other-host`` (a different, routable address).
+    ``same``; or why it differs: ``unspecified`` (0.0.0.0), ``loopback`` (while the control peer is not),
+    ``link-local``, ``private`` (RFC 1918 and the like, while the control peer is elsewhere), or ``other-host`` (a
+    different address that could be reached, e.g. another loopback address when the control peer is one).
     """
     try:
         ip = ipaddress.ip_address(plain_ip(announced))
@@ -74,7 +75,7 @@ def classify_announced(announced: str, control_peer: str) -> str:
         return "same"
     if ip.is_unspecified:
         return "unspecified"
-    if ip.is_loopback:
+    if ip.is_loopback and not peer.is_loopback:
         return "loopback"
     if ip.is_link_local:
         return "link-local"
