@@ -14,6 +14,7 @@ from ftpkit.cli.analyze import analyze_command
 from ftpkit.cli.cert import cert_command
 from ftpkit.cli.client import COMMANDS as CLIENT_COMMANDS
 from ftpkit.cli.doctor import doctor_command
+from ftpkit.cli.lab import lab_group
 from ftpkit.cli.serve import serve_command
 from ftpkit.cli.shell import shell_command
 from ftpkit.cli.user import user_group
@@ -31,6 +32,7 @@ cli.add_command(shell_command)
 cli.add_command(doctor_command)
 cli.add_command(cert_command)
 cli.add_command(analyze_command)
+cli.add_command(lab_group)
 for _command in CLIENT_COMMANDS:
     cli.add_command(_command)
 

@@ -1,0 +1,569 @@
+"""Running a scenario: build the namespaces, apply the rules, start the server and the captures, run the transfers,
+the doctor and the analyzer, and tear everything down again — in ``finally``, also on Ctrl-C and SIGTERM.
+
+Every process is started by us with ``ip netns exec`` (which execs the command, so its PID is the program's own),
+in a session of its own (a Ctrl-C on the terminal reaches only the lab, which then stops them in order), and is
+stopped by that PID: SIGTERM for servers and clients, SIGINT for tcpdump (so it flushes), SIGKILL after a grace
+period. Nothing is synchronised by a fixed sleep: readiness is a condition awaited until a deadline (the server's
+port accepts a connection inside its namespace, tcpdump said "listening on"), and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ftpkit.diagnosis import catalog
+from ftpkit.lab import peers
+from ftpkit.lab.scenarios import ACTIVE, PASSIVE, TRUSTING, Scenario
+from ftpkit.lab.topology import (
+    HANDS_ON,
+    SERVER_ADDRESS,
+    Interface,
+    LabError,
+    Names,
+    Topology,
+    in_namespace,
+    lab_namespaces,
+    leftover_namespaces,
+    names_for_run,
+    pid_alive,
+    run,
+    teardown,
+)
+
+START_TIMEOUT = 10.0  # seconds for a server or a capture to become ready
+DOCTOR_LIMIT = 60.0  # seconds the doctor may take in all
+CAPTURE_SIDES = (("to-client", "client-side"), ("to-server", "server-side"))
+
+_WAIT_FOR_PORT = """\
+import socket, sys, time
+host, port, end = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((host, port), 0.5).close()
+        sys.exit(0)
+    except OSError:
+        if time.monotonic() > end:
+            sys.exit(1)
+        time.sleep(0.02)
+"""
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    modes: tuple[str, ...] = (ACTIVE, PASSIVE)
+    server: str = "ftpkit"
+    client: str = "ftpkit"
+    timeout: float = 2.0  # the server's data connection timeouts (accept in passive, connect in active mode)
+    doctor: bool = True
+    doctor_timeout: float = 1.0
+    analyze: bool = True
+    capture: Path | None = None  # keep the router's captures as STEM-client-side.pcap and STEM-server-side.pcap
+    lang: str | None = None
+
+    @property
+    def client_timeout(self) -> float:
+        """One second more than the server's, so a client sees the server's 425 rather than its own timeout."""
+        return self.timeout + 1
+
+
+@dataclass
+class TransferResult:
+    row: str  # active | passive | passive-trusting
+    ok: bool
+    expected: bool
+    seconds: float
+    command: list[str]
+    exit_code: int | None
+    error: str  # the client's own one-line failure, empty when it worked
+    output: str  # the client's stderr (its transcript with -v)
+
+    @property
+    def as_expected(self) -> bool:
+        return self.ok == self.expected
+
+
+@dataclass
+class LabReport:
+    scenario: Scenario
+    options: LabOptions
+    names: Names
+    interfaces: list[Interface]
+    server_line: str = ""
+    transfers: list[TransferResult] = field(default_factory=list)
+    doctor: dict[str, Any] | None = None  # the doctor's JSON report
+    doctor_command: list[str] = field(default_factory=list)
+    doctor_error: str = ""
+    analyzer: dict[str, Any] | None = None  # see analyze_captures()
+    analyzer_error: str = ""
+    captures: list[str] = field(default_factory=list)  # kept capture files (with --capture)
+    started: list[int] = field(default_factory=list)  # PIDs of every process the lab started
+    seconds: float = 0.0
+
+    @property
+    def doctor_codes(self) -> set[str]:
+        return {f["code"] for f in (self.doctor or {}).get("findings", [])}
+
+    @property
+    def analyzer_codes(self) -> set[str]:
+        return {f["code"] for f in (self.analyzer or {}).get("findings", [])}
+
+    @property
+    def as_expected(self) -> bool:
+        return all(t.as_expected for t in self.transfers)
+
+
+# --- processes ----------------------------------------------------------------------------------------------------
+@dataclass
+class Started:
+    name: str
+    popen: subprocess.Popen[bytes]
+    stop_signal: signal.Signals
+
+
+class Processes:
+    """Every process the lab starts, stopped by its PID in reverse order."""
+
+    def __init__(self) -> None:
+        self.started: list[Started] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.popen.pid for s in self.started]
+
+    def start(self, name: str, namespace: str, argv: list[str], *, stdout: IO[bytes] | int = subprocess.DEVNULL,
+              stderr: IO[bytes] | int = subprocess.DEVNULL, stdin: IO[Any] | int = subprocess.DEVNULL,
+              stop_signal: signal.Signals = signal.SIGTERM) -> subprocess.Popen[bytes]:
+        try:
+            popen = subprocess.Popen(in_namespace(namespace, argv), stdin=stdin, stdout=stdout, stderr=stderr,
+                                     start_new_session=True)
+        except OSError as exc:
+            raise LabError(f"cannot start {name}: {exc.strerror or exc}") from None
+        self.started.append(Started(name, popen, stop_signal))
+        return popen
+
+    @staticmethod
+    def stop(started: Started, grace: float = 3.0) -> None:
+        popen = started.popen
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                popen.send_signal(started.stop_signal)
+            try:
+                popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    popen.kill()
+                popen.wait(5)
+        for stream in (popen.stdout, popen.stderr):
+            if stream is not None:
+                stream.close()
+
+    def stop_all(self) -> None:
+        for started in reversed(self.started):
+            self.stop(started)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def wait_for_port(procs: Processes, namespace: str, host: str, port: int, server: subprocess.Popen[bytes],
+                  log: Path, timeout: float = START_TIMEOUT) -> None:
+    """Until ``host:port`` accepts a connection inside ``namespace`` (polled by a helper in that namespace), while
+    watching that the server did not exit."""
+    waiter = procs.start("port check", namespace, [sys.executable, "-c", _WAIT_FOR_PORT, host, str(port),
+                                                   f"{timeout:g}"])
+    end = time.monotonic() + timeout + 5
+    while time.monotonic() < end:
+        try:
+            code = waiter.wait(0.05)
+        except subprocess.TimeoutExpired:
+            if server.poll() is not None:
+                break
+            continue
+        if code == 0:
+            return
+        break
+    code = server.poll()
+    why = f"exited with code {code}" if code is not None else f"does not accept on {host}:{port}"
+    raise LabError(f"the server {why}: {_tail(log) or 'no output'}")
+
+
+def start_capture(procs: Processes, router: str, iface: str, path: Path, timeout: float = START_TIMEOUT) -> None:
+    """tcpdump on a router interface, packet-buffered; returns once it said "listening on"."""
+    argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", str(path), "tcp"]
+    popen = procs.start(f"tcpdump -i {iface}", router, argv, stderr=subprocess.PIPE, stop_signal=signal.SIGINT)
+    assert popen.stderr is not None
+    seen = b""
+    end = time.monotonic() + timeout
+    while b"listening on" not in seen:
+        left = end - time.monotonic()
+        if left <= 0 or popen.poll() is not None:
+            raise LabError(f"tcpdump on {iface} did not start: {seen.decode(errors='replace').strip() or 'silent'}")
+        ready, _, _ = select.select([popen.stderr], [], [], left)
+        if ready:
+            chunk = os.read(popen.stderr.fileno(), 4096)
+            if not chunk:
+                continue
+            seen += chunk
+
+
+# --- the pieces of a run ------------------------------------------------------------------------------------------
+def apply_rules(scenario: Scenario, names: Names) -> None:
+    for rule in scenario.rules:
+        run(in_namespace(rule.namespace(names), rule.argv))
+
+
+def certificate(scenario: Scenario, workdir: Path) -> peers.TLSFiles | None:
+    if not scenario.tls:
+        return None
+    try:
+        return peers.make_certificate(workdir, scenario.target)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(str(exc)) from None
+
+
+def start_server(procs: Processes, names: Names, kind: str, scenario: Scenario, root: Path, workdir: Path,
+                 timeout: float, tls: peers.TLSFiles | None = None,
+                 detach: bool = False) -> tuple[subprocess.Popen[bytes], Path]:
+    command = peers.server_command(kind, scenario, root, workdir, timeout, tls)
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        stdin: IO[Any] | int = out if command.stdin_log else subprocess.DEVNULL
+        if detach:  # `lab up`: the server outlives this process; `lab down` stops it
+            popen = subprocess.Popen(in_namespace(names.server, command.argv), stdin=stdin, stdout=out, stderr=out,
+                                     start_new_session=True)
+        else:
+            popen = procs.start(f"{kind} server", names.server, command.argv, stdin=stdin, stdout=out, stderr=out)
+    wait_for_port(procs, names.server, SERVER_ADDRESS, 21, popen, log)
+    return popen, log
+
+
+def server_line(kind: str, scenario: Scenario, lang: str | None = None) -> str:
+    cat = catalog(lang)
+    low, high = scenario.passive_ports
+    line = cat.text("lab", "server-line", server=kind, address=f"{SERVER_ADDRESS}:21", ports=f"{low}-{high}")
+    if scenario.masquerade_address:
+        line += cat.text("lab", "server-masquerade", address=scenario.masquerade_address)
+    if scenario.published:
+        line += cat.text("lab", "server-published", address=f"{scenario.target}:21")
+    return line
+
+
+CURL_EXIT = {7: "could not connect", 9: "access denied", 10: "the server's connection could not be accepted",
+             12: "the server did not connect back in time", 13: "bad PASV reply", 14: "bad 227 reply",
+             19: "RETR failed", 28: "timed out", 30: "PORT failed"}
+
+
+def _failure_line(kind: str, text: str, code: int | None) -> str:
+    """The client's own one-line failure, with the server's last error reply when the line does not carry it.
+    (curl's message after a data connection failure can be stale: its exit code is the reliable part.)"""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if kind == "ftpkit":
+        found = [line for line in lines if line.startswith("ftpkit: ") and not line.startswith("ftpkit: note:")]
+    elif kind == "curl":
+        found = [line for line in lines if line.startswith("curl: (")]
+    else:
+        found = [line for line in lines if not line.startswith(("---", "<---", "**** "))]
+    line = found[-1] if found else (lines[-1] if lines else "")
+    if kind == "curl" and code in CURL_EXIT:
+        line = f"curl exit {code} ({CURL_EXIT[code]}): {line}"
+    marker = {"curl": "< ", "lftp": "<--- "}.get(kind)
+    if marker:
+        replies = [r[len(marker):] for r in lines if r.startswith(marker) and r[len(marker):len(marker) + 1] in "45"
+                   and r[len(marker):len(marker) + 3].isdigit()]
+        if replies and replies[-1] not in line:
+            line += f"; last error reply: {replies[-1]}"
+        elif kind == "lftp":  # a timeout: what lftp was doing when it gave up
+            doing = [r[5:] for r in lines if r.startswith(("---- Connecting data socket", "---- Accepted data",
+                                                            "**** "))]
+            if doing:
+                line += "; " + "; ".join(doing[-2:])
+    return line
+
+
+Running = tuple[str, list[str], subprocess.Popen[bytes], Path, Path, float]  # row, argv, process, output, log, start
+
+
+def _wait_for(items: list[Running], ended: dict[str, float], limit: float) -> None:
+    """Until every process of ``items`` ended (each one's end time noted, to ~20 ms); one that runs longer than
+    ``limit`` seconds is killed (and has no end time)."""
+    pending = [item for item in items if item[0] not in ended and item[2].returncode is None]
+    while pending:
+        for item in list(pending):
+            if item[2].poll() is not None:
+                ended[item[0]] = time.monotonic()
+                pending.remove(item)
+            elif time.monotonic() > item[5] + limit:
+                item[2].kill()
+                item[2].wait(5)
+                pending.remove(item)
+        if pending:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                pending[0][2].wait(0.02)
+
+
+def run_transfers(procs: Processes, names: Names, scenario: Scenario, options: LabOptions, workdir: Path,
+                  tls: peers.TLSFiles | None = None) -> list[TransferResult]:
+    """Every row at once (each client in its own process in the client namespace), so failures wait in parallel;
+    one after another with servers that stumble over simultaneous sessions (:data:`peers.SERIAL_SERVERS`). The
+    trusting passive row starts when the plain passive row has ended: the two sessions send the same commands, and
+    the analyzer pairs the two sides of a NAT by commands and start time, so simultaneous twins could be crossed."""
+    limit = 3 * options.timeout + 10
+    serial = options.server in peers.SERIAL_SERVERS
+    running: list[Running] = []
+    ended: dict[str, float] = {}
+    for row in scenario.rows(options.modes):
+        if row == TRUSTING:
+            _wait_for([item for item in running if item[0] == PASSIVE], ended, limit)
+        output = workdir / f"download-{row}"
+        errors = workdir / f"client-{row}.log"
+        argv = peers.client_command(options.client, row, scenario.target, output, options.client_timeout,
+                                    tls.cert if tls else None)
+        with errors.open("wb") as err:
+            popen = procs.start(f"{options.client} client ({row})", names.client, argv, stdout=err, stderr=err)
+        running.append((row, argv, popen, output, errors, time.monotonic()))
+        if serial:
+            _wait_for(running[-1:], ended, limit)
+    _wait_for(running, ended, limit)
+    results: list[TransferResult] = []
+    for row, argv, popen, output, errors, started in running:
+        code: int | None = popen.returncode if row in ended else None  # None: stopped at the limit
+        seconds = ended.get(row, time.monotonic()) - started
+        text = errors.read_text(encoding="utf-8", errors="replace")
+        arrived = output.is_file() and output.read_bytes() == peers.FILE_BYTES
+        ok = code == 0 and arrived
+        if ok:
+            error = ""
+        elif code is None:
+            error = f"no result within {limit:g} s: stopped"
+        elif code == 0:
+            error = "exit 0 but the file did not arrive whole"
+        else:
+            error = _failure_line(options.client, text, code) or f"exit {code}"
+        expected = peers.expected(scenario, row, options.client)
+        results.append(TransferResult(row, ok, expected, seconds, in_namespace(names.client, argv), code,
+                                      error, text))
+    return results
+
+
+def run_doctor(procs: Processes, names: Names, scenario: Scenario, options: LabOptions, workdir: Path,
+               report: LabReport, tls: peers.TLSFiles | None = None) -> None:
+    argv = [sys.executable, "-m", "ftpkit", "doctor", "--json", "--timeout", f"{options.doctor_timeout:g}",
+            "--lang", options.lang or "en", *(["--tls", "--ca-file", str(tls.cert)] if tls else []),
+            f"ftp://{scenario.target}/"]
+    report.doctor_command = in_namespace(names.client, argv)
+    out_path, err_path = workdir / "doctor.json", workdir / "doctor.log"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        popen = procs.start("doctor", names.client, argv, stdout=out, stderr=err)
+    try:
+        code = popen.wait(DOCTOR_LIMIT)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait(5)
+        report.doctor_error = f"the doctor gave no result within {DOCTOR_LIMIT:g} s"
+        return
+    try:
+        report.doctor = json.loads(out_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report.doctor_error = f"the doctor exited {code} without a report: {_tail(err_path) or 'no output'}"
+
+
+def analyze_captures(files: list[tuple[str, Path]], lang: str | None) -> dict[str, Any]:
+    """The analyzer on the router's captures: findings per session, each with the side it was seen on, and the
+    findings about the two sides of a NAT."""
+    from ftpkit.capture import Options, analyze
+
+    sides = {str(path): side for side, path in files}
+    report = analyze([str(path) for _, path in files], Options(lang=lang))
+    lang = report.lang
+    findings: list[dict[str, Any]] = []
+    for session in report.sessions:
+        for finding in session.findings:
+            findings.append({**finding.to_json(lang), "side": sides.get(session.file, session.file),
+                             "session": f"{session.client} > {session.server}"})
+    for pair in report.nat_pairs:
+        for finding in pair.findings:
+            findings.append({**finding.to_json(lang), "side": "both",
+                             "session": f"{pair.inside.client} > {pair.outside.server}"})
+    return {
+        "files": [{"name": f.name, "side": sides.get(f.name, f.name), "packets": f.packets, "error": f.error}
+                  for f in report.files],
+        "sessions": len(report.sessions),
+        "findings": findings,
+    }
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) become KeyboardInterrupt while the lab runs, so ``finally`` cleans up."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    saved: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, interrupt)
+    except ValueError:  # not the main thread: leave the handlers alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Cleanup is not cut short by a second Ctrl-C."""
+    saved: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
+    """Run ``scenario`` from scratch and leave nothing behind. Raises :class:`LabError` when the lab itself cannot
+    be built (no program to run, a server that does not start, a failing ip or iptables command)."""
+    begun = time.monotonic()
+    for problem in (peers.server_missing(options.server, scenario.tls), peers.client_missing(options.client)):
+        if problem:
+            raise LabError(problem)
+    names = names_for_run()
+    topology = Topology(names, published=scenario.published)
+    report = LabReport(scenario, options, names, topology.interfaces,
+                       server_line=server_line(options.server, scenario, options.lang))
+    procs = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix=f"ftpkit-{names.tag}-"))  # ftpkit-lab<PID>-...: `down` knows it
+    try:
+        with _signals_raise():
+            workdir.chmod(0o755)
+            root = workdir / "served"
+            peers.prepare_root(root)
+            tls = certificate(scenario, workdir)
+            topology.build()
+            apply_rules(scenario, names)
+            start_server(procs, names, options.server, scenario, root, workdir, options.timeout, tls)
+            captures: list[tuple[str, Path]] = []
+            for iface, side in CAPTURE_SIDES:
+                path = workdir / f"{side}.pcap"
+                start_capture(procs, names.router, iface, path)
+                captures.append((side, path))
+            report.transfers = run_transfers(procs, names, scenario, options, workdir, tls)
+            for started in procs.started:
+                if started.name.startswith("tcpdump"):
+                    procs.stop(started)
+            if options.doctor:
+                run_doctor(procs, names, scenario, options, workdir, report, tls)
+            if options.analyze:
+                try:
+                    report.analyzer = analyze_captures(captures, options.lang)
+                except ImportError as exc:
+                    report.analyzer_error = f"the analyzer is not available: {exc}"
+                except Exception as exc:  # the analyzer's failure must not hide the lab's results
+                    report.analyzer_error = f"the analyzer failed: {type(exc).__name__}: {exc}"
+            if options.capture is not None:
+                report.captures = keep_captures(captures, options.capture)
+    finally:
+        with _uninterrupted():
+            report.started = procs.pids
+            try:
+                procs.stop_all()
+            finally:
+                topology.destroy()
+                shutil.rmtree(workdir, ignore_errors=True)
+    report.seconds = time.monotonic() - begun
+    return report
+
+
+def keep_captures(captures: list[tuple[str, Path]], base: Path) -> list[str]:
+    kept: list[str] = []
+    suffix = base.suffix or ".pcap"
+    for side, path in captures:
+        target = base.with_name(f"{base.stem}-{side}{suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        kept.append(str(target))
+    return kept
+
+
+# --- up / down: a lab to experiment with by hand --------------------------------------------------------------------
+STATE_DIR = Path("/run/ftpkit-lab") if Path("/run").is_dir() else Path(tempfile.gettempdir()) / "ftpkit-lab"
+
+
+def up(scenario: Scenario, server: str = "ftpkit", timeout: float = 2.0) -> dict[str, Any]:
+    """Build the scenario and leave it running with a server: ``ftpkit lab exec`` to use it, ``ftpkit lab down``."""
+    problem = peers.server_missing(server, scenario.tls)
+    if problem:
+        raise LabError(problem)
+    if lab_namespaces(HANDS_ON):
+        raise LabError(f"a lab is already up ({', '.join(lab_namespaces(HANDS_ON))}); run `ftpkit lab down` first")
+    topology = Topology(HANDS_ON, published=scenario.published)
+    procs = Processes()
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    try:
+        with _signals_raise():
+            STATE_DIR.mkdir(mode=0o755, parents=True)
+            root = STATE_DIR / "served"
+            peers.prepare_root(root)
+            tls = certificate(scenario, STATE_DIR)
+            topology.build()
+            apply_rules(scenario, HANDS_ON)
+            popen, log = start_server(procs, HANDS_ON, server, scenario, root, STATE_DIR, timeout, tls, detach=True)
+            state = {"scenario": scenario.name, "server": server, "server_pid": popen.pid, "log": str(log),
+                     "target": scenario.target, "namespaces": topology.created,
+                     "ca_file": str(tls.cert) if tls else None}
+            (STATE_DIR / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    except BaseException:
+        with _uninterrupted():
+            procs.stop_all()
+            topology.destroy()
+            shutil.rmtree(STATE_DIR, ignore_errors=True)
+        raise
+    procs.stop_all()  # only the port check; the server stays
+    return state
+
+
+def down() -> list[str]:
+    """Remove the lab of ``up`` and the leftovers of runs that were killed, with every process inside them, and the
+    state; idempotent. Runs still in progress keep theirs. The namespaces removed."""
+    with _uninterrupted():
+        removed = teardown(leftover_namespaces())
+        shutil.rmtree(STATE_DIR, ignore_errors=True)
+        for workdir in Path(tempfile.gettempdir()).glob("ftpkit-lab*-*"):  # the files of runs killed by SIGKILL
+            match = re.match(r"ftpkit-lab(\d+)-", workdir.name)
+            if match and workdir.is_dir() and not pid_alive(int(match.group(1))):
+                shutil.rmtree(workdir, ignore_errors=True)
+    return removed
+
+
+def state() -> dict[str, Any] | None:
+    try:
+        return json.loads((STATE_DIR / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
