@@ -5,36 +5,49 @@ Usage errors are one line on stderr and exit code 2; no traceback for anything a
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from ftpkit import __version__
-from ftpkit.cli.analyze import analyze_command
-from ftpkit.cli.cert import cert_command
-from ftpkit.cli.client import COMMANDS as CLIENT_COMMANDS
-from ftpkit.cli.doctor import doctor_command
-from ftpkit.cli.lab import lab_group
-from ftpkit.cli.serve import serve_command
-from ftpkit.cli.shell import shell_command
-from ftpkit.cli.user import user_group
+
+# Each command is imported when it is used, so ``ftpkit get`` does not pay for the analyzer, the lab and the server.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("ftpkit.cli.serve", "serve_command"),
+    "user": ("ftpkit.cli.user", "user_group"),
+    "cert": ("ftpkit.cli.cert", "cert_command"),
+    "get": ("ftpkit.cli.client", "get_command"),
+    "put": ("ftpkit.cli.client", "put_command"),
+    "ls": ("ftpkit.cli.client", "ls_command"),
+    "mkdir": ("ftpkit.cli.client", "mkdir_command"),
+    "rm": ("ftpkit.cli.client", "rm_command"),
+    "rmdir": ("ftpkit.cli.client", "rmdir_command"),
+    "mv": ("ftpkit.cli.client", "mv_command"),
+    "mirror": ("ftpkit.cli.client", "mirror_command"),
+    "shell": ("ftpkit.cli.shell", "shell_command"),
+    "doctor": ("ftpkit.cli.doctor", "doctor_command"),
+    "analyze": ("ftpkit.cli.analyze", "analyze_command"),
+    "lab": ("ftpkit.cli.lab", "lab_group"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="ftpkit")
 def cli() -> None:
     """ftpkit: an FTP toolkit that makes FTP work and makes its failures obvious."""
-
-
-cli.add_command(serve_command)
-cli.add_command(user_group)
-cli.add_command(shell_command)
-cli.add_command(doctor_command)
-cli.add_command(cert_command)
-cli.add_command(analyze_command)
-cli.add_command(lab_group)
-for _command in CLIENT_COMMANDS:
-    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

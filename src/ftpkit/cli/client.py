@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ftpkit.cli.common import build_options, client_options, progress_bar, run, stderr, url_arg
+from ftpkit.cli.common import build_options, client_options, progress_bar, run, say, url_arg
 from ftpkit.client.core import FTPClient
 from ftpkit.client.errors import ReplyError
 from ftpkit.client.mirror import mirror_down, mirror_up
@@ -123,7 +123,7 @@ def _simple(name: str, doc: str, action: Any, extra_arg: str | None = None) -> c
 
         async def work(ftp: FTPClient, attempt: int) -> None:
             reply = await action(ftp, target.path, extra)
-            stderr.print(f"{reply.code} {reply.text}", markup=False)
+            say(f"{reply.code} {reply.text}")
 
         run(_with_session(target, options, netrc_file, work))
 
@@ -164,13 +164,11 @@ def mirror_command(url: str, directory: str, reverse: bool, delete: bool, parall
             result = await mirror_up(ftp, factory, Path(directory), remote, delete, parallel)
         else:
             result = await mirror_down(ftp, factory, remote, Path(directory), delete, parallel)
-        stderr.print(f"mirror: {result.summary()}", markup=False)
+        say(f"mirror: {result.summary()}")
         for name, error in result.failed:
-            stderr.print(f"ftpkit: {name}: {error}", markup=False)
+            say(f"ftpkit: {name}: {error}")
         if result.failed:
             sys.exit(1)
 
     run(_with_session(target, options, netrc_file, work))
 
-
-COMMANDS = [get_command, put_command, ls_command, mkdir_command, rm_command, rmdir_command, mv_command, mirror_command]

@@ -11,15 +11,17 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ftpkit.client.errors import FTPError
 from ftpkit.client.options import ClientOptions
 from ftpkit.client.url import FTPURL, URLError, parse_url
 
 T = TypeVar("T")
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(text: str) -> None:
+    """One line on stderr (plain: rich is loaded only for progress bars on a terminal, to keep start-up quick)."""
+    click.echo(text, err=True)
 
 
 def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,9 +71,9 @@ def parse_range(text: str | None) -> tuple[int, int] | None:
 def transcript_printer(verbose: bool) -> Callable[[str, str], None]:
     def show(direction: str, text: str) -> None:
         if direction == "!!!":
-            stderr.print(f"ftpkit: note: {text}", markup=False)
+            say(f"ftpkit: note: {text}")
         elif verbose:
-            stderr.print(f"{direction} {text}", markup=False, style="dim" if direction == "===" else None)
+            say(f"{direction} {text}")
 
     return show
 
@@ -83,8 +85,8 @@ def build_options(kw: dict[str, Any], url: FTPURL | None = None) -> ClientOption
     kw.pop("tls_optional", None)
     insecure = kw.pop("insecure")
     if insecure and tls != "off":
-        stderr.print("ftpkit: warning: --insecure: the server's certificate is not checked; anyone in the path can "
-                     "read and change this session", markup=False)
+        say("ftpkit: warning: --insecure: the server's certificate is not checked; anyone in the path can "
+                     "read and change this session")
     try:
         return ClientOptions(
             tls=tls,
@@ -125,21 +127,31 @@ def run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except FTPError as exc:
-        stderr.print(f"ftpkit: {exc}", markup=False)
+        say(f"ftpkit: {exc}")
         sys.exit(1)
     except KeyboardInterrupt:
-        stderr.print("ftpkit: interrupted", markup=False)
+        say("ftpkit: interrupted")
         sys.exit(130)
 
 
 @contextmanager
 def progress_bar(name: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal (bytes, rate, ETA); nothing when stderr is not a terminal."""
-    if not stderr.is_terminal:
+    if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(name, total=total)
         yield functools.partial(lambda n, t=task: progress.advance(t, n))
