@@ -72,7 +72,7 @@ def active_findings(facts: Facts) -> list[Finding]:
             break
     if any(p.worked for p in probes):
         return out
-    accepted = [p for p in probes if p.code is not None and p.code < 300]
+    accepted = [p for p in probes if p.code is None or p.code < 300]  # no reply: the server was busy connecting
     if not accepted:
         p = probes[-1]
         out.append(Finding("active-refused", params={"command": p.sent or p.method, "reply": p.reply},
@@ -99,7 +99,8 @@ def nat_findings(facts: Facts) -> list[Finding]:
 def diagnose(facts: Facts) -> list[Finding]:
     findings = nat_findings(facts) + passive_findings(facts) + active_findings(facts)
     problems = [f for f in findings if f.severity in ("warn", "fail")]
-    if not problems:
+    untested = [mode for mode in facts.modes if not (facts.passive if mode == "passive" else facts.active)]
+    if not problems and not untested:  # never "healthy" when a mode that was asked for could not be tested
         findings.append(Finding("healthy", "ok"))
     return findings
 

@@ -80,6 +80,7 @@ class Facts:
     active: list[ActiveProbe] = field(default_factory=list)
     timeout: float = 5.0
     tls: str = ""  # the control connection's TLS version and cipher, when TLS is in use
+    modes: tuple[str, ...] = ("passive", "active")  # the modes asked for
 
 
 @dataclass
@@ -92,8 +93,10 @@ class DoctorReport:
 
     @property
     def healthy(self) -> bool:
-        """No finding that is a problem (``info`` findings, such as an encrypted control connection, are not)."""
-        return not any(f.severity in ("warn", "fail") for f in self.findings)
+        """Diagnosed healthy: every mode asked for was tested and no finding is a problem (``info`` findings, such
+        as an encrypted control connection, are not)."""
+        return any(f.code == "healthy" for f in self.findings) and not any(
+            f.severity in ("warn", "fail") for f in self.findings)
 
     def mode_ok(self, mode: str) -> bool | None:
         probes = self.facts.passive if mode == "passive" else self.facts.active

@@ -179,7 +179,17 @@ async def probe_active(session: Session, method: str, check: Check, active_addre
         arg = format_eprt(probe.announced) if method == "EPRT" else format_port(probe.announced)
         probe.sent = f"{method} {arg}"
         check.sequence.append(f"=== listen {facts.local}:{port}; announce {probe.announced} ({explain_port(port)})")
-        reply = await session.command(method, arg)
+        try:
+            reply = await session.command(method, arg)
+        except ControlConnectionError:
+            # Some servers (pyftpdlib) connect back before they answer PORT: no answer in time is a data
+            # connection the server could not open, and the session is out of step.
+            probe.reply = f"no reply within {facts.timeout:g} s"
+            probe.waited = facts.timeout
+            check.sequence.append(f"=== {method}: {probe.reply}")
+            check.say("fail", "active-no-connect", announced=probe.announced, computation=explain_port(port),
+                      seconds=f"{facts.timeout:g}")
+            raise SessionSpoiled(probe) from None
         probe.reply, probe.code = reply_text(reply), reply.code
         if facts.probe_offered:
             seen = await session.command("SITE", "LASTPORT")

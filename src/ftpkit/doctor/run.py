@@ -36,7 +36,7 @@ class DoctorOptions:
 async def run_doctor(url: FTPURL, options: DoctorOptions) -> DoctorReport:
     started = time.monotonic()
     user, password = credentials(url, options.netrc_file)
-    facts = Facts(host=url.host, port=url.port, user=user, timeout=options.timeout)
+    facts = Facts(host=url.host, port=url.port, user=user, timeout=options.timeout, modes=options.modes)
     checks = {name: Check(name) for name in STEPS}
     findings = await _steps(url, password, options, facts, checks)
     if findings is None:
