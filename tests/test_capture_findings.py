@@ -365,3 +365,33 @@ def test_implicit_ftps_on_port_990_is_encrypted_from_the_first_byte(tmp_path: Pa
     (s,) = report.sessions
     assert s.tls_from_start and [e.note for e in s.log] == ["encrypted"]
     assert [f.code for f in s.findings] == ["control-encrypted"]
+
+
+def test_nat_pairs_look_alike_sessions_by_the_clients_initial_sequence_number(tmp_path: Path) -> None:
+    """Two identical sessions start a millisecond apart; timing alone would pair A's inside with B's outside.
+    The client's ISN, which NAT keeps, pairs them right."""
+    inside, outside = Timeline(step=0.0001), Timeline(start=1_700_000_000.0, step=0.0001)
+    sessions = []
+    for n, isn in ((0, 1000), (1, 7000)):
+        cin = Tcp("10.0.0.5", 40000 + n, "198.51.100.9", 21, cseq=isn)
+        cout = Tcp("203.0.113.1", 61000 + n, "198.51.100.9", 21, cseq=isn)
+        sessions.append((cin, cout, n))
+    # inside: A then B; outside: B then A (the NAT forwarded B's SYN first)
+    inside.add(*sessions[0][0].handshake())
+    outside.add(*sessions[1][1].handshake())
+    inside.add(*sessions[1][0].handshake())
+    outside.add(*sessions[0][1].handshake())
+    for cin, cout, n in sessions:
+        for command, reply in [(None, b"220 hi"), (b"USER a", b"331 pw"), (b"PASS b", b"230 ok"),
+                               (f"PORT 10,0,0,5,156,{65 + n}".encode(), b"200 PORT ok")]:
+            if command is not None:
+                sent = command if not command.startswith(b"PORT") else f"PORT 203,0,113,1,238,{75 + n}".encode()
+                inside.add(cin.client_sends(command + b"\r\n"))
+                outside.add(cout.client_sends(sent + b"\r\n"))
+            outside.add(cout.server_sends(reply + b"\r\n"))
+            inside.add(cin.server_sends(reply + b"\r\n"))
+    report = analyze([write_pcap(tmp_path / "inside.pcap", ETHERNET, inside.frames),
+                      write_pcap(tmp_path / "outside.pcap", ETHERNET, outside.frames)])
+    rewrites = sorted(r for pair in report.nat_pairs for r in pair.rewrites)
+    assert rewrites == [("PORT 10,0,0,5,156,65", "PORT 203,0,113,1,238,75"),
+                        ("PORT 10,0,0,5,156,66", "PORT 203,0,113,1,238,76")]

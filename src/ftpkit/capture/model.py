@@ -158,6 +158,7 @@ class Session:
     bytes_missing: int = 0
     control: DataConn | None = None  # the control connection's own TCP facts (refused, unanswered)
     findings: list[Finding] = field(default_factory=list)
+    client_isn: int | None = None  # the client's initial sequence number: a NAT keeps it, so it pairs both sides
 
     @property
     def duration(self) -> float:

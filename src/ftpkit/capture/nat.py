@@ -2,7 +2,8 @@
 what an FTP helper (ALG) rewrote in transit.
 
 Two sessions are the same when their command sequences (PORT/EPRT arguments aside) are identical and they start
-within ``WINDOW`` seconds, but their address pairs differ. The client's side is decided by timing, which is immune
+within ``WINDOW`` seconds, but their address pairs differ; when both sides saw the SYN, the client's initial
+sequence number (which NAT keeps) must agree too. The client's side is decided by timing, which is immune
 to a clock offset between two capturing machines: commands are seen first on the client's side and replies first
 on the server's side, so the sum of the two median lags is positive from the client's side.
 """
@@ -58,6 +59,13 @@ def match_sessions(sessions: list[Session]) -> list[NatPair]:
                           and abs(b.start - a.start) <= WINDOW]
             if not candidates:
                 continue
+            # The client's initial sequence number survives NAT (address translation does not renumber): when
+            # both sides saw the SYN it tells the pair apart from look-alike sessions that started together.
+            same_isn = [c for c in candidates if a.client_isn is not None and c.client_isn == a.client_isn]
+            if same_isn:
+                candidates = same_isn
+            elif a.client_isn is not None:
+                candidates = [c for c in candidates if c.client_isn is None] or candidates
             b = min(candidates, key=lambda c: abs(c.start - a.start))
             free.remove(b)
             inside, outside = (a, b) if _inside_first(a, b) else (b, a)

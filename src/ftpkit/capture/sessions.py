@@ -80,6 +80,7 @@ class SessionBuilder:
                 self.streams[d].started_at_syn = True
         self.resync = [not s.started_at_syn for s in self.streams]
         session.started_at_syn = flow.syns > 0 and flow.initiator == client_dir
+        session.client_isn = flow.isn[client_dir]
         self.commands = CommandReader()
         self.conv = ClientConversation()
         self.sent: dict[int, _Sent] = {}
