@@ -110,7 +110,7 @@ async def mirror_down(ftp: FTPClient, factory: SessionFactory, remote: str, loca
     local.mkdir(parents=True, exist_ok=True)
     for d in sorted(dirs):
         (local / d).mkdir(parents=True, exist_ok=True)
-    have, have_dirs = local_tree(local)
+    have, have_dirs = await asyncio.to_thread(local_tree, local)
     jobs = []
     for rel, entry in sorted(files.items()):
         st = have.get(rel)
@@ -142,7 +142,7 @@ async def mirror_up(ftp: FTPClient, factory: SessionFactory, local: Path, remote
     result = MirrorResult()
     if not local.is_dir():
         raise FTPError(f"{local} is not a local directory")
-    have, have_dirs = local_tree(local)
+    have, have_dirs = await asyncio.to_thread(local_tree, local)
     # Some servers (vsftpd) answer LIST of a missing directory with an empty listing: ask directly.
     if await ftp.is_dir(remote):
         files, dirs = await remote_tree(ftp, remote)
