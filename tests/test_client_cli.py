@@ -109,3 +109,28 @@ def test_url_parsing():
     for bad in ("http://h/", "ftp://", "ftp://h:0x/"):
         with pytest.raises(URLError):
             parse_url(bad)
+
+
+def test_mirror_in_parallel_sessions(server, tmp_path):
+    for n in range(6):
+        (server.root / "sub" / f"f{n}.bin").write_bytes(os.urandom(50000 + n))
+    target = tmp_path / "copy"
+    result = ftpkit("mirror", "--parallel", "3", "-v", f"ftp://alice:secret@127.0.0.1:{server.port}/sub", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "mirror: 7 transferred" in result.stderr
+    assert result.stderr.count("--> PASS ****") >= 3  # the listing session plus parallel workers
+    for path in (server.root / "sub").iterdir():
+        assert (target / path.name).read_bytes() == path.read_bytes()
+
+
+def test_progress_bar_only_on_a_terminal(server, tmp_path):
+    from test_client_shell import Terminal
+
+    plain = ftpkit("get", f"ftp://127.0.0.1:{server.port}/random.bin", cwd=tmp_path)
+    assert plain.returncode == 0 and plain.stderr == ""  # nothing decorative when not a terminal
+    term = Terminal([sys.executable, "-m", "ftpkit", "get", "-o", "tty.bin",
+                     f"ftp://127.0.0.1:{server.port}/random.bin"], str(tmp_path))
+    screen = term.expect("1.0/1.0 MB")  # the bar: bytes done of total, then rate and time left
+    assert "random.bin" in screen
+    assert term.wait() == 0
+    assert (tmp_path / "tty.bin").read_bytes() == (server.root / "random.bin").read_bytes()
