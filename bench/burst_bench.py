@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -20,10 +19,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from results_file import write_section  # noqa: E402
+
 from ftpkit.protocol.replies import Reply, ReplyReader  # noqa: E402
 from realservers import real_server  # noqa: E402
-
-RESULTS = HERE / "results.md"
 
 
 async def one_client(port: int, deadline: float) -> str:
@@ -110,7 +109,6 @@ def main() -> int:
 
 def write_results(args: argparse.Namespace, rows: list) -> None:  # type: ignore[type-arg]
     lines = [
-        "<!-- burst:begin -->",
         f"## A burst of {args.clients} simultaneous sessions",
         "",
         f"Measured by `python bench/burst_bench.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
@@ -125,14 +123,7 @@ def write_results(args: argparse.Namespace, rows: list) -> None:  # type: ignore
         failures = ", ".join(f"{k}: {v}" for k, v in counts.items() if k != "ok") or "none"
         took = f"{elapsed:.2f} s" if elapsed is not None else "-"
         lines.append(f"| {name} | {took} | {counts.get('ok', 0)} | {failures} |")
-    lines.append("<!-- burst:end -->")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    block = "\n".join(lines)
-    if "<!-- burst:begin -->" in text:
-        text = re.sub(r"<!-- burst:begin -->.*<!-- burst:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section("burst", lines)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from results_file import write_section  # noqa: E402
+
 from realservers import real_server  # noqa: E402
 
-RESULTS = HERE / "results.md"
 TIMEOUT = 600
 
 
@@ -155,7 +156,6 @@ def write_results(args: argparse.Namespace, clients: list, servers: list) -> Non
     curl = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split("\n")[0].split()[1]
     lftp = subprocess.run(["lftp", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     section = [
-        "<!-- transfer:begin -->",
         "## Transfers over loopback: 1 GiB down and up",
         "",
         f"Measured by `python bench/transfer_bench.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
@@ -172,15 +172,8 @@ def write_results(args: argparse.Namespace, clients: list, servers: list) -> Non
         "Servers against the same client (curl):",
         "",
         *table(servers, "server"),
-        "<!-- transfer:end -->",
     ]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    block = "\n".join(section)
-    if "<!-- transfer:begin -->" in text:
-        text = re.sub(r"<!-- transfer:begin -->.*<!-- transfer:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section("transfer", section)
 
 
 if __name__ == "__main__":
