@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import posixpath
 import time
@@ -383,8 +384,6 @@ class FTPClient:
         return b"".join(chunks)
 
     async def write_bytes(self, path: str, data: bytes) -> int:
-        import io
-
         return await self.store(path, io.BytesIO(data))
 
     async def download(self, remote: str, local: str | os.PathLike[str], resume: bool = False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import ssl
@@ -117,8 +118,6 @@ class Session:
 
     def masquerade_for_peer(self) -> str:
         """The address to announce in 227 for this client (never 0.0.0.0)."""
-        import ipaddress
-
         peer = ipaddress.ip_address(self.peer_ip)
         for network, address in self.cfg.masquerade_map:
             if peer.version == network.version and peer in network:
