@@ -32,20 +32,20 @@ class Catalog:
         self.data = data
         self.fallback = fallback
 
-    def _entry(self, code: str) -> dict:
+    def entry(self, code: str) -> dict:
         entry = self.data.get("codes", {}).get(code)
         if entry is None and self.fallback is not None:
-            return self.fallback._entry(code)
+            return self.fallback.entry(code)
         return entry or {}
 
     def summary(self, code: str, params: dict[str, str]) -> str:
-        return self._entry(code).get("summary", code).format_map(_Defaults(params))
+        return self.entry(code).get("summary", code).format_map(_Defaults(params))
 
     def explanation(self, code: str, params: dict[str, str]) -> str:
-        return self._entry(code).get("explanation", "").format_map(_Defaults(params))
+        return self.entry(code).get("explanation", "").format_map(_Defaults(params))
 
     def advice(self, code: str, params: dict[str, str]) -> list[tuple[str, str]]:
-        entry = self._entry(code).get("advice", {})
+        entry = self.entry(code).get("advice", {})
         return [(side, text.format_map(_Defaults(params))) for side, text in entry.items()]
 
     def word(self, key: str, **params: str) -> str:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import random
@@ -18,6 +17,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import HostPort, plain_ip
@@ -25,55 +25,237 @@ from ftpkit.tls import describe_ssl_error
 
 log = logging.getLogger("ftpkit.server")
 
-DATA_BUFFER = 1 << 20
-"""Stream buffer limit of a data connection: large reads mean few Python iterations per MiB."""
+UPLOAD_BUFFER = 1 << 20
+"""Each of the two receive buffers of an upload: one batch written to storage per buffer."""
+SMALL_BUFFER = 16 << 10
+"""Receive buffer of a download's data connection (a client sends nothing there)."""
 
 
 class DataConnectionError(Exception):
     """The data connection could not be opened; the text goes into a 425 reply."""
 
 
+class DataProtocol(asyncio.BufferedProtocol):
+    """The data connection's own protocol (public asyncio API only, the same on every Python).
+
+    Received bytes land in one of two reused buffers (``recv_into``, no per-chunk objects): while the transfer
+    writes one batch to storage in a worker thread, the kernel fills the other. Reading pauses while both are
+    full, so a fast client cannot grow memory. Writes have flow control. TLS is put on with ``loop.start_tls``,
+    which hands back a new transport for this same protocol (:meth:`upgraded`).
+    """
+
+    def __init__(self, receive_buffer: int, paused: bool) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.received = 0
+        self.eof = False
+        self.lost = False
+        self.error: BaseException | None = None
+        self._size = receive_buffer
+        self._fill: bytearray | None = None
+        self._spare: bytearray | None = None
+        self._pos = 0
+        self._start_paused = paused
+        self._reading_paused = False
+        self._loop = asyncio.get_running_loop()
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+
+    # --- asyncio callbacks ----------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self._start_paused:  # nothing may be read before TLS starts: the ClientHello belongs to the TLS layer
+            transport.pause_reading()
+            self._reading_paused = True
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._fill is None:
+            self._fill = bytearray(self._size)
+        return memoryview(self._fill)[self._pos:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._pos += nbytes
+        self.received += nbytes
+        if self._fill is not None and self._pos >= len(self._fill):
+            self._pause_reading()  # both buffers are full: the client waits until storage has caught up
+            self._wake(self._read_waiter)
+
+    def eof_received(self) -> None:
+        self.eof = True
+        self._wake(self._read_waiter)
+        # None: the transport closes itself (a data connection is never half-open on purpose)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._wake(self._read_waiter)
+        self._wake(self._write_waiter)
+        self._wake(self._closed)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake(self._write_waiter)
+
+    # --- what the transfer uses ---------------------------------------------------------------------------
+    def upgraded(self, transport: asyncio.Transport) -> None:
+        """``loop.start_tls`` gave a TLS transport (reading on it has started)."""
+        self.transport = transport
+        self._reading_paused = False
+
+    def broken(self) -> ConnectionResetError:
+        if self.error is not None:
+            return ConnectionResetError(str(self.error) or type(self.error).__name__)
+        return ConnectionResetError("the data connection was closed by the other side")
+
+    async def read_batch(self, idle: float) -> memoryview | None:
+        """The next batch of received bytes (a full buffer, or what is left at the end); ``None`` at the end.
+
+        The view stays valid until the next call. :class:`TimeoutError` when no byte arrived for ``idle``
+        seconds; :class:`ConnectionResetError` when the connection broke."""
+        while not self._batch_ready():
+            seen = self.received
+            self._read_waiter = self._loop.create_future()
+            self._resume_reading()
+            try:
+                await asyncio.wait_for(self._read_waiter, idle)
+            except TimeoutError:
+                if self.received == seen:  # idle means no byte at all, not a batch not yet full
+                    raise
+        if self.error is not None:
+            raise self.broken()
+        if self._fill is None or self._pos == 0:
+            return None
+        batch, size = self._fill, self._pos
+        self._fill, self._spare, self._pos = self._spare or bytearray(self._size), batch, 0
+        if not (self.eof or self.lost):
+            self._resume_reading()
+        return memoryview(batch)[:size]
+
+    async def write(self, data: bytes | bytearray | memoryview, idle: float) -> None:
+        """Write; wait while the other side is slow to read (:class:`TimeoutError` after ``idle`` seconds)."""
+        if self.lost or self.transport is None or self.transport.is_closing():
+            raise self.broken()
+        self.transport.write(data)
+        if self._write_paused:
+            self._write_waiter = self._loop.create_future()
+            await asyncio.wait_for(self._write_waiter, idle)
+            if self.lost:
+                raise self.broken()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """``True`` when the connection was closed within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- helpers --------------------------------------------------------------------------------------------
+    def _batch_ready(self) -> bool:
+        if self.eof or self.lost:
+            return True
+        return self._fill is not None and self._pos >= len(self._fill)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._reading_paused = False
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
 @dataclass
 class DataStream:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    """An open data connection: read batches of an upload, write or sendfile a download, close or abort."""
+
+    protocol: DataProtocol
     peer: tuple[str, int]
     local: tuple[str, int]
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        assert self.protocol.transport is not None
+        return self.protocol.transport
+
+    @property
+    def received(self) -> int:
+        return self.protocol.received
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLObject:
         """TLS as the server of this data connection (RFC 4217: the FTP server is the TLS server whichever side
         connected), after the 150 reply, as clients expect."""
         loop = asyncio.get_running_loop()
-        transport = self.writer.transport
-        protocol = transport.get_protocol()
+        plain = self.transport
         try:
-            tls_transport = await loop.start_tls(transport, protocol, context, server_side=True,
+            tls_transport = await loop.start_tls(plain, self.protocol, context, server_side=True,
                                                  ssl_handshake_timeout=timeout)
         except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
-            transport.close()
+            plain.abort()
             raise DataTLSError(describe_ssl_error(exc)) from None
         if tls_transport is None:
             raise DataTLSError("the client closed the data connection during the TLS handshake")
-        # What StreamWriter.start_tls does, with server_side=True (it guesses the side from a callback that a
-        # data connection does not have). A new StreamWriter would close the plain transport when collected.
-        self.writer._transport = tls_transport  # type: ignore[attr-defined]
-        protocol._replace_writer(self.writer)  # type: ignore[attr-defined]
+        self.protocol.upgraded(tls_transport)
         ssl_object = tls_transport.get_extra_info("ssl_object")
-        assert ssl_object is not None
+        assert isinstance(ssl_object, ssl.SSLObject)
         return ssl_object
 
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError, asyncio.CancelledError, ConnectionError):
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
+    async def read_batch(self, idle: float) -> memoryview | None:
+        return await self.protocol.read_batch(idle)
+
+    async def write(self, data: bytes | bytearray | memoryview, idle: float) -> None:
+        await self.protocol.write(data, idle)
+
+    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float) -> int:
+        """``loop.sendfile`` (the kernel's sendfile(2) on a plain connection); bytes sent."""
+        if self.protocol.lost or self.transport.is_closing():
+            raise self.protocol.broken()
+        try:
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().sendfile(self.transport, fh, offset, count), idle)
+        except RuntimeError as exc:  # "Transport is closing": the client reset the connection meanwhile
+            raise ConnectionResetError(str(exc)) from None
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close once everything written is handed to the kernel. On a TLS connection after sending our
+        close_notify, without waiting for the client's, so the 226 is not delayed."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        tls = transport.get_extra_info("ssl_object") is not None
+        transport.close()
+        if not tls and not await self.protocol.wait_closed(timeout):
+            transport.abort()
+
+    def abort(self) -> None:
+        if self.protocol.transport is not None:
+            self.protocol.transport.abort()
 
 
-async def _wrap(sock: socket.socket) -> DataStream:
+async def _wrap(sock: socket.socket, receive_buffer: int, paused: bool, accepted: bool) -> DataStream:
     sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=DATA_BUFFER)
+    loop = asyncio.get_running_loop()
     peer = sock.getpeername()[:2]
     local = sock.getsockname()[:2]
-    return DataStream(reader, writer, (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1]))
+    factory = lambda: DataProtocol(receive_buffer, paused)  # noqa: E731
+    if accepted:
+        _, protocol = await loop.connect_accepted_socket(factory, sock)
+    else:
+        _, protocol = await loop.create_connection(factory, sock=sock)
+    return DataStream(protocol, (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1]))
 
 
 class DataTLSError(Exception):
@@ -167,7 +349,8 @@ class PassiveListener:
             self._stop_listening()  # one connection, one transfer: the port goes back to the range now
             return
 
-    async def open(self, timeout: float) -> DataStream:
+    async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False) -> DataStream:
+        """Wait for the client's connection; ``paused``: read nothing before TLS starts."""
         try:
             conn = await asyncio.wait_for(asyncio.shield(self._accepted), timeout)
         except TimeoutError:
@@ -177,7 +360,7 @@ class PassiveListener:
         finally:
             self._stop_listening()
         self._handed_over = True
-        return await _wrap(conn)
+        return await _wrap(conn, receive_buffer, paused, accepted=True)
 
     def _stop_listening(self) -> None:
         self._expiry.cancel()
@@ -206,7 +389,8 @@ class ActiveTarget:
         self.method = method
         self.source = source  # (local ip, port) to connect from, e.g. port 20
 
-    async def open(self, timeout: float) -> DataStream:
+    async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False) -> DataStream:
+        """Connect to the announced address; ``paused``: read nothing before TLS starts."""
         family = socket.AF_INET6 if self.announced.family == 2 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -226,7 +410,7 @@ class ActiveTarget:
         except BaseException:
             sock.close()
             raise
-        return await _wrap(sock)
+        return await _wrap(sock, receive_buffer, paused, accepted=False)
 
     def close(self) -> None:
         pass

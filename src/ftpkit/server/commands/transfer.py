@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
-from ftpkit.server.data import DataConnectionError, DataStream, DataTLSError, Transfer
+from ftpkit.server.data import SMALL_BUFFER, UPLOAD_BUFFER, DataConnectionError, DataStream, DataTLSError, Transfer
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
 from ftpkit.server.storage import StorageError
 from ftpkit.server.xferlog import TransferRecord
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ftpkit.server")
 
 SENDFILE_CHUNK = 4 << 20  # bytes per sendfile call: progress for STAT, and a bound for the idle timeout
-WRITE_BATCH = 1 << 20  # uploads are written to disk in batches of about this size
 READ_CHUNK = 256 << 10  # TYPE A downloads read this much per thread call
 
 Body = Callable[[DataStream, Transfer], Awaitable[None]]
@@ -69,7 +68,9 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body,
     try:
         try:
             t.stream = await t.channel.open(
-                s.cfg.data_accept_timeout if t.channel.mode == "passive" else s.cfg.data_connect_timeout
+                s.cfg.data_accept_timeout if t.channel.mode == "passive" else s.cfg.data_connect_timeout,
+                receive_buffer=UPLOAD_BUFFER if t.direction == "i" else SMALL_BUFFER,
+                paused=s.prot_private,
             )
         except DataConnectionError as exc:
             error = str(exc)
@@ -114,8 +115,8 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body,
         error = "aborted"
         raise
     finally:
-        if t.stream is not None:
-            t.stream.writer.close()
+        if t.stream is not None and not complete:
+            t.stream.abort()
         if cleanup is not None:
             try:
                 await cleanup()
@@ -139,14 +140,11 @@ def _type_name(s: Session) -> str:
 # --- downloads ---------------------------------------------------------------------------------------------
 
 async def _send_file(s: Session, fh: BinaryIO, offset: int, stream: DataStream, t: Transfer) -> None:
-    loop = asyncio.get_running_loop()
     idle = s.cfg.data_idle_timeout
     if not s.ascii:
         position = offset
         while True:
-            sent = await asyncio.wait_for(
-                loop.sendfile(stream.writer.transport, fh, position, SENDFILE_CHUNK), idle
-            )
+            sent = await stream.sendfile(fh, position, SENDFILE_CHUNK, idle)
             if sent == 0:
                 return
             position += sent
@@ -158,9 +156,8 @@ async def _send_file(s: Session, fh: BinaryIO, offset: int, stream: DataStream, 
         if not chunk:
             return
         data = convert.convert(chunk)
-        stream.writer.write(data)
         t.bytes += len(data)
-        await asyncio.wait_for(stream.writer.drain(), idle)
+        await stream.write(data, idle)
 
 
 @command("RETR", arg="required", syntax="RETR path")
@@ -186,23 +183,21 @@ async def retr(s: Session, cmd: Command) -> None:
 # --- uploads -----------------------------------------------------------------------------------------------
 
 async def _receive_file(s: Session, fh: BinaryIO, stream: DataStream, t: Transfer) -> None:
+    """Batches of the data connection's two reused buffers, each written by a worker thread while the kernel
+    fills the other one."""
     assert s.storage is not None
     idle = s.cfg.data_idle_timeout
     convert = FromNetwork() if s.ascii else None
-    batch = bytearray()
     while True:
-        chunk = await asyncio.wait_for(stream.reader.read(WRITE_BATCH), idle)
-        if not chunk:
+        batch = await stream.read_batch(idle)
+        if batch is None:
             break
-        t.bytes += len(chunk)
-        batch += convert.convert(chunk) if convert else chunk
-        if len(batch) >= WRITE_BATCH:
-            await s.storage.write(fh, batch)
-            batch = bytearray()
+        t.bytes = stream.received
+        await s.storage.write(fh, convert.convert(bytes(batch)) if convert else batch)
     if convert:
-        batch += convert.flush()
-    if batch:
-        await s.storage.write(fh, batch)
+        tail = convert.flush()
+        if tail:
+            await s.storage.write(fh, tail)
 
 
 async def _upload(s: Session, cmd: Command, path: str, fh: BinaryIO, done_text: str = "Transfer complete.",
@@ -270,9 +265,8 @@ async def _send_listing(s: Session, cmd: Command, lines: list[str]) -> None:
     data = "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
 
     async def body(stream: DataStream, t: Transfer) -> None:
-        stream.writer.write(data)
         t.bytes = len(data)
-        await asyncio.wait_for(stream.writer.drain(), s.cfg.data_idle_timeout)
+        await stream.write(data, s.cfg.data_idle_timeout)
 
     await _start(s, cmd, s.cwd, "o", "Here comes the directory listing.", body,
                  done_text="Directory send OK.")
