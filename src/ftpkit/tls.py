@@ -41,6 +41,12 @@ def describe_ssl_error(exc: BaseException) -> str:
     return f"TLS failed: {exc}"
 
 
+def cipher_name(tls: ssl.SSLObject) -> str | None:
+    """The name of the negotiated cipher suite, or ``None`` before the handshake."""
+    cipher = tls.cipher()
+    return cipher[0] if cipher else None
+
+
 class ControlStream:
     """Read/write a control connection, in clear or through TLS, switching between the two when told."""
 

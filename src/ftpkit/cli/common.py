@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -122,10 +122,10 @@ def url_arg(text: str, password_stdin: bool) -> FTPURL:
     return url
 
 
-def run(coro: Awaitable[T]) -> T:
+def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run an operation; an FTP failure is one line on stderr and exit code 1."""
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except FTPError as exc:
         say(f"ftpkit: {exc}")
         sys.exit(1)

@@ -41,11 +41,13 @@ class ReplyError(FTPError):
 
 
 class DataConnectionError(FTPError):
-    """The data connection could not be opened, or broke, in a given mode."""
+    """The data connection could not be opened, or broke, in a given mode. ``opened`` when it was open (it broke
+    afterwards, or TLS on it failed): retrying in the other mode (--fallback) would not help then."""
 
     transient = True
 
-    def __init__(self, mode: str, method: str, detail: str, reply: Reply | None = None, hint: str = "") -> None:
+    def __init__(self, mode: str, method: str, detail: str, reply: Reply | None = None, hint: str = "",
+                 opened: bool = False) -> None:
         where = f"data connection ({mode} mode, {method})"
         text = f"{where}: {detail}"
         if reply is not None:
@@ -55,6 +57,7 @@ class DataConnectionError(FTPError):
         self.method = method
         self.detail = detail
         self.reply = reply
+        self.opened = opened
         other = "--active" if mode == "passive" else "--passive"
         self.hint = hint or f"Try {other}, or --fallback to retry in the other mode."
 

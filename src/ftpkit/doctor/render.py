@@ -65,8 +65,8 @@ def render_text(report: DoctorReport, console: Console, lang: str, show_sequence
         explanation = cat.explanation(finding.code, finding.params)
         if explanation:
             console.print(Text(f"      {explanation}"))
-        for line in finding.evidence:
-            console.print(Text(f"      {cat.word('evidence')}: {line}", style="dim"))
+        for fact in finding.evidence:
+            console.print(Text(f"      {cat.word('evidence')}: {fact}", style="dim"))
         for side, text in finding.advice(lang):
             console.print(Text.assemble(("      → ", "bold"), (f"{cat.word('advice-' + side)}: ", "bold"), text))
     if report.facts.logged_in and not report.facts.probe_offered:
