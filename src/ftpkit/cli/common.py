@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from ftpkit.client.errors import FTPError
-from ftpkit.client.options import ClientOptions
+from ftpkit.client.options import ClientOptions, ClientTLSMode
 from ftpkit.client.url import FTPURL, URLError, parse_url
 
 T = TypeVar("T")
@@ -79,7 +79,7 @@ def transcript_printer(verbose: bool) -> Callable[[str, str], None]:
 
 
 def build_options(kw: dict[str, Any], url: FTPURL | None = None) -> ClientOptions:
-    tls = "implicit" if url is not None and url.scheme == "ftps" else (
+    tls: ClientTLSMode = "implicit" if url is not None and url.scheme == "ftps" else (
         "explicit" if kw.pop("tls_explicit") else "optional" if kw.pop("tls_optional") else "off")
     kw.pop("tls_explicit", None)
     kw.pop("tls_optional", None)

@@ -21,6 +21,8 @@ from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.protocol.errors import HostPortError
 from ftpkit.protocol.hostport import (
+    DataMethod,
+    DataMode,
     HostPort,
     classify_announced,
     explain_port,
@@ -51,8 +53,8 @@ class SessionModes:
 class Plan:
     """One announced data connection."""
 
-    mode: str  # passive | active
-    method: str  # EPSV PASV EPRT PORT
+    mode: DataMode
+    method: DataMethod
     announced: HostPort
     reply: Reply
     target: HostPort | None = None  # passive: where this client connects

@@ -3,6 +3,7 @@ reply, and what to try: ``str(error)`` is the one line the CLI prints."""
 
 from __future__ import annotations
 
+from ftpkit.protocol.hostport import DataMethod, DataMode
 from ftpkit.protocol.replies import Reply
 
 
@@ -46,7 +47,7 @@ class DataConnectionError(FTPError):
 
     transient = True
 
-    def __init__(self, mode: str, method: str, detail: str, reply: Reply | None = None, hint: str = "",
+    def __init__(self, mode: DataMode, method: DataMethod, detail: str, reply: Reply | None = None, hint: str = "",
                  opened: bool = False) -> None:
         where = f"data connection ({mode} mode, {method})"
         text = f"{where}: {detail}"

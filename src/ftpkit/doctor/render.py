@@ -10,6 +10,7 @@ from rich.text import Text
 
 from ftpkit.diagnosis import catalog
 from ftpkit.doctor.model import Check, DoctorReport
+from ftpkit.protocol.hostport import DataMode
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
 MARK = {"pass": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
@@ -24,7 +25,7 @@ def summary_facts(report: DoctorReport) -> dict[str, str | None]:
     control = next(c for c in report.checks if c.name == "control").status
     greeting = next(c for c in report.checks if c.name == "greeting").status
 
-    def mode(name: str) -> str | None:
+    def mode(name: DataMode) -> str | None:
         ok = report.mode_ok(name)
         return None if ok is None else ("ok" if ok else "fails")
 

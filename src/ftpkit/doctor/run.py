@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from ftpkit.client.control import NotFTPError
 from ftpkit.client.errors import ControlConnectionError
@@ -16,9 +17,11 @@ from ftpkit.diagnosis import Finding
 from ftpkit.doctor.diagnose import diagnose
 from ftpkit.doctor.model import Check, DoctorReport, Facts
 from ftpkit.doctor.probes import Session, SessionSpoiled, probe_active, probe_passive, reply_text, tcp_connect, timed
-from ftpkit.protocol.hostport import plain_ip
+from ftpkit.protocol.hostport import DataMode, plain_ip
 from ftpkit.tls import cipher_name
 
+DoctorTLSMode = Literal["off", "explicit", "implicit"]
+"""off: plain FTP; explicit: AUTH TLS (--tls); implicit: TLS from the first byte (ftps://)."""
 STEPS = ("resolve", "control", "greeting", "tls", "login", "features", "epsv", "pasv", "eprt", "port")
 
 
@@ -28,8 +31,8 @@ class DoctorOptions:
     active_address: str | None = None
     encoding: str = "utf-8"
     netrc_file: str | None = None
-    modes: tuple[str, ...] = ("passive", "active")
-    tls: str = "off"  # off | explicit (--tls) | implicit (ftps://)
+    modes: tuple[DataMode, ...] = ("passive", "active")
+    tls: DoctorTLSMode = "off"
     ca_file: str | None = None
     verify: bool = True
 
