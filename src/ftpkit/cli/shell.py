@@ -110,7 +110,7 @@ class FTPShell(cmd.Cmd):
         if not self.interactive and self.debug:
             self.say(f"ftp> {line}")
         try:
-            return bool(super().onecmd(line))  # default() gives None for an unknown command: go on
+            return bool(super().onecmd(line))  # the do_ method's result: None (as from default()) goes on
         except ValueError as exc:  # shlex on an unbalanced quote
             self.fail(f"?{exc}")
             return False

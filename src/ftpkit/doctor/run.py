@@ -22,6 +22,7 @@ from ftpkit.tls import cipher_name
 
 DoctorTLSMode = Literal["off", "explicit", "implicit"]
 """off: plain FTP; explicit: AUTH TLS (--tls); implicit: TLS from the first byte (ftps://)."""
+
 STEPS = ("resolve", "control", "greeting", "tls", "login", "features", "epsv", "pasv", "eprt", "port")
 
 
