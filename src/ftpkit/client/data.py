@@ -287,9 +287,9 @@ def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Prog
     return total
 
 
-def _has_fileno(obj: object) -> bool:
+def _has_fileno(obj: BinaryIO) -> bool:
     try:
-        obj.fileno()  # type: ignore[attr-defined]
+        obj.fileno()
     except (AttributeError, OSError, ValueError):
         return False
     return True
