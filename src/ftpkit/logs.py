@@ -6,6 +6,10 @@ import json
 import logging
 import sys
 import time
+from typing import Literal
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-def setup(level: str = "info", fmt: str = "text") -> None:
+def setup(level: LogLevel = "info", fmt: LogFormat = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

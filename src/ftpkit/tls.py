@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from typing import Literal
 
 READ_SIZE = 65536
+
+TLSMaxVersion = Literal["1.2", "1.3"]
+"""The highest TLS version a server offers (see :func:`server_context` for why 1.2 is the default)."""
 
 
 class TLSError(ConnectionError):
@@ -39,6 +43,12 @@ def describe_ssl_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "TLS handshake timed out"
     return f"TLS failed: {exc}"
+
+
+def cipher_name(tls: ssl.SSLObject) -> str | None:
+    """The name of the negotiated cipher suite, or ``None`` before the handshake."""
+    cipher = tls.cipher()
+    return cipher[0] if cipher else None
 
 
 class ControlStream:
@@ -172,7 +182,7 @@ class ControlStream:
         await self.writer.wait_closed()
 
 
-def server_context(cert: str, key: str, max_version: str = "1.2") -> ssl.SSLContext:
+def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> ssl.SSLContext:
     """TLS 1.2 at least; by default at most, too.
 
     With TLS 1.2 and no session tickets, a data connection that resumes the control connection's session has the

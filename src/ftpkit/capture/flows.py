@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftpkit.capture.model import DataConn, Endpoint
+from ftpkit.capture.model import DataConn, Endpoint, ResetBy
 from ftpkit.capture.packets import ACK, FIN, RST, SYN
 
 MOD = 1 << 32
@@ -100,7 +100,8 @@ class Flow:
 
     def to_data_conn(self) -> DataConn:
         i = self.client_dir()
-        rst_by = None if self.rst_dir is None else ("initiator" if self.rst_dir == i else "responder")
+        rst_by: ResetBy | None = None if self.rst_dir is None else (
+            "initiator" if self.rst_dir == i else "responder")
         return DataConn(
             initiator=self.ep[i], responder=self.ep[1 - i], syn_seen=self.syn_seen, syn_ts=self.syn_ts,
             syns=self.syns, synack=self.synack, rst_by=rst_by, first_ts=self.first_ts, last_ts=self.last_ts,

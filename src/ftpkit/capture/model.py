@@ -11,6 +11,7 @@ from typing import Literal
 from ftpkit.diagnosis import Finding
 
 Side = Literal["client", "server", "note"]
+ResetBy = Literal["initiator", "responder"]
 Fate = Literal["established", "refused", "syn-unanswered", "never-attempted", "not-captured", "unknown"]
 PROBLEM_SEVERITIES = frozenset({"warn", "fail"})
 
@@ -52,7 +53,7 @@ class DataConn:
     syn_ts: float | None
     syns: int  # SYNs from the initiator (1 + retransmissions)
     synack: bool
-    rst_by: Literal["initiator", "responder"] | None
+    rst_by: ResetBy | None
     first_ts: float
     last_ts: float
     bytes_from_initiator: int

@@ -85,16 +85,18 @@ class Reassembler:
         return out
 
     def _deliver(self, payload: bytes) -> Chunk:
-        self.next_seq = (self.next_seq + len(payload)) % MOD  # type: ignore[operator]
+        assert self.next_seq is not None  # set by the segment or SYN that led here
+        self.next_seq = (self.next_seq + len(payload)) % MOD
         self.delivered += len(payload)
         return Chunk(payload)
 
     def _drain(self) -> list[Chunk]:
         out: list[Chunk] = []
+        assert self.next_seq is not None  # set by the segment or SYN that led here
         while self.pending:
             progressed = False
             for seq in list(self.pending):
-                ahead = (seq - self.next_seq) % MOD  # type: ignore[operator]
+                ahead = (seq - self.next_seq) % MOD
                 payload = self.pending[seq]
                 if ahead >= HALF:  # overlaps what was delivered
                     old = MOD - ahead

@@ -9,11 +9,11 @@ packets read before it, after every good record has been yielded.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 26  # a record longer than 64 MiB is damage, not a packet
@@ -39,7 +39,11 @@ class CaptureError(Exception):
         self.packets = packets
 
 
-def _open(path: Path) -> tuple[BinaryIO, bool]:
+Stream = io.BufferedReader | gzip.GzipFile
+"""A capture file as read: both kinds offer ``read1`` (one read of the underlying file at most)."""
+
+
+def _open(path: Path) -> tuple[Stream, bool]:
     raw = path.open("rb")
     if raw.read(2) == GZIP_MAGIC:
         raw.seek(0)
@@ -51,6 +55,8 @@ def _open(path: Path) -> tuple[BinaryIO, bool]:
 class RecordReader:
     """Iterate over the records of one file. ``packets`` and ``offset`` say how far it got."""
 
+    _stream: Stream  # set when iteration starts
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(path)
@@ -59,6 +65,10 @@ class RecordReader:
         self.compressed = False
         self.format = "?"
         self._damage_gzip: str | None = None
+        self._buf = b""  # buffered input; self._pos is the next byte in it, self._base its offset in the stream
+        self._pos = 0
+        self._base = 0
+        self._eof = False
 
     # --- the buffer ----------------------------------------------------------------------------------------------
     def _fill(self, need: int) -> bool:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
 from ftpkit.client.errors import FTPError
-from ftpkit.client.options import ClientOptions
+from ftpkit.client.options import ClientOptions, ClientTLSMode
 from ftpkit.client.url import FTPURL, URLError, parse_url
 
 T = TypeVar("T")
@@ -79,7 +79,7 @@ def transcript_printer(verbose: bool) -> Callable[[str, str], None]:
 
 
 def build_options(kw: dict[str, Any], url: FTPURL | None = None) -> ClientOptions:
-    tls = "implicit" if url is not None and url.scheme == "ftps" else (
+    tls: ClientTLSMode = "implicit" if url is not None and url.scheme == "ftps" else (
         "explicit" if kw.pop("tls_explicit") else "optional" if kw.pop("tls_optional") else "off")
     kw.pop("tls_explicit", None)
     kw.pop("tls_optional", None)
@@ -122,10 +122,10 @@ def url_arg(text: str, password_stdin: bool) -> FTPURL:
     return url
 
 
-def run(coro: Awaitable[T]) -> T:
+def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run an operation; an FTP failure is one line on stderr and exit code 1."""
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except FTPError as exc:
         say(f"ftpkit: {exc}")
         sys.exit(1)

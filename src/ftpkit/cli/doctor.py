@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Literal
 
 import click
 from rich.console import Console
@@ -13,6 +14,8 @@ from ftpkit.client.url import URLError, parse_url
 from ftpkit.diagnosis import choose_language
 from ftpkit.doctor import DoctorOptions, run_doctor
 from ftpkit.doctor.render import render_text, to_json
+from ftpkit.doctor.run import DoctorTLSMode
+from ftpkit.protocol.hostport import DataMode
 
 
 @click.command("doctor")
@@ -30,9 +33,9 @@ from ftpkit.doctor.render import render_text, to_json
 @click.option("--tls", "tls_explicit", is_flag=True, help="test FTPS with AUTH TLS (ftps:// URLs: implicit TLS)")
 @click.option("--ca-file", metavar="PEM", help="trust this CA (or self-signed certificate)")
 @click.option("--insecure", is_flag=True, help="do not verify the server's certificate")
-def doctor_command(url: str, timeout: float, active_address: str | None, mode: str, as_json: bool, lang: str | None,
-                   encoding: str, netrc_file: str | None, password_stdin: bool, tls_explicit: bool,
-                   ca_file: str | None, insecure: bool) -> None:
+def doctor_command(url: str, timeout: float, active_address: str | None, mode: Literal["both"] | DataMode,
+                   as_json: bool, lang: str | None, encoding: str, netrc_file: str | None, password_stdin: bool,
+                   tls_explicit: bool, ca_file: str | None, insecure: bool) -> None:
     """Find out which connection fails (control or data), in which mode (passive, active), why, and what to change."""
     try:
         target = parse_url(url)
@@ -40,8 +43,8 @@ def doctor_command(url: str, timeout: float, active_address: str | None, mode: s
         raise click.UsageError(str(exc)) from None
     if password_stdin:
         target = target.with_credentials(target.user or "anonymous", sys.stdin.readline().rstrip("\r\n"))
-    modes = ("passive", "active") if mode == "both" else (mode,)
-    tls = "implicit" if target.scheme == "ftps" else ("explicit" if tls_explicit else "off")
+    modes: tuple[DataMode, ...] = ("passive", "active") if mode == "both" else (mode,)
+    tls: DoctorTLSMode = "implicit" if target.scheme == "ftps" else ("explicit" if tls_explicit else "off")
     options = DoctorOptions(timeout=timeout, active_address=active_address, encoding=encoding,
                             netrc_file=netrc_file, modes=modes, tls=tls, ca_file=ca_file, verify=not insecure)
     language = choose_language(lang)

@@ -100,9 +100,8 @@ class FTPShell(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
-    def default(self, line: str) -> bool:
+    def default(self, line: str) -> None:
         self.fail(f"?Invalid command: {line.split()[0]}")
-        return False
 
     def onecmd(self, line: str) -> bool:
         line = line.strip()
@@ -111,7 +110,7 @@ class FTPShell(cmd.Cmd):
         if not self.interactive and self.debug:
             self.say(f"ftp> {line}")
         try:
-            return super().onecmd(line)
+            return bool(super().onecmd(line))  # the do_ method's result: None (as from default()) goes on
         except ValueError as exc:  # shlex on an unbalanced quote
             self.fail(f"?{exc}")
             return False

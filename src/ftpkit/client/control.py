@@ -13,7 +13,7 @@ from ftpkit.protocol.commands import Command
 from ftpkit.protocol.conversation import Answer, ClientConversation
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import MalformedReply, Reply
-from ftpkit.tls import ControlStream, TLSError, client_context
+from ftpkit.tls import ControlStream, TLSError, cipher_name, client_context
 
 
 class NotFTPError(ControlConnectionError):
@@ -96,7 +96,7 @@ class Control:
             raise err from None
         tls = self.stream.tls
         assert tls is not None
-        self.options.transcript("===", f"TLS {tls.version()} {tls.cipher()[0] if tls.cipher() else ''}")
+        self.options.transcript("===", f"TLS {tls.version()} {cipher_name(tls) or ''}")
 
     async def stop_tls(self) -> None:
         assert self.stream is not None

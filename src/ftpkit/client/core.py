@@ -7,6 +7,8 @@ import contextlib
 import io
 import os
 import posixpath
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -225,7 +227,7 @@ class FTPClient:
         return Entry(posixpath.basename(path), "file", size, mtime)
 
     # --- data transfers -------------------------------------------------------------------------------------
-    async def _transfer(self, command: Command, work: Callable[[object], int], rest: int = 0,
+    async def _transfer(self, command: Command, work: Callable[[socket.socket], int], rest: int = 0,
                         ascii_mode: bool | None = None) -> tuple[int, Reply]:
         """Run one transfer command over a new data connection, with --fallback to the other mode."""
         await self.type(self.options.ascii if ascii_mode is None else ascii_mode)
@@ -236,7 +238,7 @@ class FTPClient:
             try:
                 return await self._transfer_once(passive, command, work, rest)
             except DataConnectionError as exc:
-                if attempt + 1 < len(modes) and not getattr(exc, "opened", False):
+                if attempt + 1 < len(modes) and not exc.opened:
                     other = "active" if passive else "passive"
                     self.options.transcript("!!!", f"{exc.summary()}: retrying {command.verb} in {other} mode "
                                                    "(--fallback)")
@@ -244,7 +246,7 @@ class FTPClient:
                 raise
         raise AssertionError("unreachable")
 
-    async def _transfer_once(self, passive: bool, command: Command, work: Callable[[object], int],
+    async def _transfer_once(self, passive: bool, command: Command, work: Callable[[socket.socket], int],
                              rest: int) -> tuple[int, Reply]:
         timeout = self.options.timeout
         control = self.control
@@ -287,10 +289,8 @@ class FTPClient:
                 final = None
                 with contextlib.suppress(ControlConnectionError):
                     final = await control.read_reply()
-                err = DataConnectionError(plan.mode, plan.method, f"broke during {command.verb}: {exc}", final,
-                                          hint="Try again (with --continue to resume).")
-                err.opened = True  # type: ignore[attr-defined]
-                raise err from None
+                raise DataConnectionError(plan.mode, plan.method, f"broke during {command.verb}: {exc}", final,
+                                          hint="Try again (with --continue to resume).", opened=True) from None
             sock = None
             try:
                 final = await control.read_reply(timeout=max(timeout, 60.0))
@@ -300,10 +300,8 @@ class FTPClient:
             elapsed = time.monotonic() - started
             if not final.is_success:
                 if final.code in (426,):
-                    err = DataConnectionError(plan.mode, plan.method, f"{command.verb} broke off", final,
-                                              hint="Try again (with --continue to resume).")
-                    err.opened = True  # type: ignore[attr-defined]
-                    raise err
+                    raise DataConnectionError(plan.mode, plan.method, f"{command.verb} broke off", final,
+                                              hint="Try again (with --continue to resume).", opened=True)
                 raise ReplyError(str(command), final)
             rate = count / elapsed / 1e6 if elapsed > 0 else 0.0
             self.options.transcript("===", f"{count} bytes in {elapsed:.3f} s ({rate:.1f} MB/s)")
@@ -314,7 +312,7 @@ class FTPClient:
             if plan.listener is not None:
                 plan.listener.close()
 
-    async def _protect(self, plan: dc.Plan, sock: object) -> object:
+    async def _protect(self, plan: dc.Plan, sock: socket.socket) -> ssl.SSLSocket:
         """TLS on the data connection (this client is the TLS client in both modes), resuming the control
         connection's session so that servers that require reuse accept it."""
         try:
@@ -324,15 +322,14 @@ class FTPClient:
             final = None
             with contextlib.suppress(ControlConnectionError):
                 final = await self.control.read_reply()
-            err = DataConnectionError(plan.mode, plan.method, f"TLS on the data connection failed: {exc}", final,
-                                      hint="The server may require TLS session reuse, or the certificate differs.")
-            err.opened = True  # type: ignore[attr-defined]
-            raise err from None
+            raise DataConnectionError(plan.mode, plan.method, f"TLS on the data connection failed: {exc}", final,
+                                      hint="The server may require TLS session reuse, or the certificate differs.",
+                                      opened=True) from None
         reused = "resumed the control connection's session" if tls.session_reused else "new session"
         self.options.transcript("===", f"data connection TLS {tls.version()} ({reused})")
         return tls
 
-    async def _await_active(self, plan: dc.Plan, timeout: float) -> tuple[object | None, Reply]:
+    async def _await_active(self, plan: dc.Plan, timeout: float) -> tuple[socket.socket | None, Reply]:
         """After the transfer command in active mode: the server connects, or replies first (e.g. 425)."""
         accept = asyncio.ensure_future(dc.accept_active(plan, timeout))
         reply_task = asyncio.ensure_future(self.control.read_reply())
@@ -363,7 +360,7 @@ class FTPClient:
         mode = self.options.ascii if ascii_mode is None else ascii_mode
         count, _ = await self._transfer(
             Command("RETR", path),
-            lambda sock: dc.receive(sock, sink, mode, progress, self.options.timeout),  # type: ignore[arg-type]
+            lambda sock: dc.receive(sock, sink, mode, progress, self.options.timeout),
             rest=offset, ascii_mode=mode)
         return count
 
@@ -374,7 +371,7 @@ class FTPClient:
         verb = "APPE" if append else "STOR"
         count, _ = await self._transfer(
             Command(verb, path),
-            lambda sock: dc.send(sock, source, mode, progress, self.options.timeout),  # type: ignore[arg-type]
+            lambda sock: dc.send(sock, source, mode, progress, self.options.timeout),
             rest=offset if not append else 0, ascii_mode=mode)
         return count
 

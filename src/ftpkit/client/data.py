@@ -21,6 +21,8 @@ from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.protocol.errors import HostPortError
 from ftpkit.protocol.hostport import (
+    DataMethod,
+    DataMode,
     HostPort,
     classify_announced,
     explain_port,
@@ -51,8 +53,8 @@ class SessionModes:
 class Plan:
     """One announced data connection."""
 
-    mode: str  # passive | active
-    method: str  # EPSV PASV EPRT PORT
+    mode: DataMode
+    method: DataMethod
     announced: HostPort
     reply: Reply
     target: HostPort | None = None  # passive: where this client connects
@@ -285,9 +287,9 @@ def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Prog
     return total
 
 
-def _has_fileno(obj: object) -> bool:
+def _has_fileno(obj: BinaryIO) -> bool:
     try:
-        obj.fileno()  # type: ignore[attr-defined]
+        obj.fileno()
     except (AttributeError, OSError, ValueError):
         return False
     return True

@@ -3,6 +3,7 @@ reply, and what to try: ``str(error)`` is the one line the CLI prints."""
 
 from __future__ import annotations
 
+from ftpkit.protocol.hostport import DataMethod, DataMode
 from ftpkit.protocol.replies import Reply
 
 
@@ -41,11 +42,13 @@ class ReplyError(FTPError):
 
 
 class DataConnectionError(FTPError):
-    """The data connection could not be opened, or broke, in a given mode."""
+    """The data connection could not be opened, or broke, in a given mode. ``opened`` when it was open (it broke
+    afterwards, or TLS on it failed): retrying in the other mode (--fallback) would not help then."""
 
     transient = True
 
-    def __init__(self, mode: str, method: str, detail: str, reply: Reply | None = None, hint: str = "") -> None:
+    def __init__(self, mode: DataMode, method: DataMethod, detail: str, reply: Reply | None = None, hint: str = "",
+                 opened: bool = False) -> None:
         where = f"data connection ({mode} mode, {method})"
         text = f"{where}: {detail}"
         if reply is not None:
@@ -55,6 +58,7 @@ class DataConnectionError(FTPError):
         self.method = method
         self.detail = detail
         self.reply = reply
+        self.opened = opened
         other = "--active" if mode == "passive" else "--passive"
         self.hint = hint or f"Try {other}, or --fallback to retry in the other mode."
 

@@ -18,6 +18,8 @@ from ftpkit.protocol.listparse import Entry
 TIME_SLACK = 2.0  # seconds: listings round times (Unix LIST to the minute is handled by comparing sizes too)
 
 SessionFactory = Callable[[], Awaitable[FTPClient]]
+Job = Callable[[FTPClient], Awaitable[int]]
+"""One file to transfer, run on one of the parallel sessions; returns the bytes moved."""
 
 
 @dataclass
@@ -79,9 +81,8 @@ def _same(entry: Entry, other_size: int, other_mtime: float, newer_only: bool) -
     return abs(entry.mtime - other_mtime) <= slack
 
 
-async def _run_jobs(jobs: list[tuple[str, Callable[[FTPClient], Awaitable[int]]]], factory: SessionFactory,
-                    parallel: int, result: MirrorResult) -> None:
-    queue: asyncio.Queue[tuple[str, Callable[[FTPClient], Awaitable[int]]]] = asyncio.Queue()
+async def _run_jobs(jobs: list[tuple[str, Job]], factory: SessionFactory, parallel: int, result: MirrorResult) -> None:
+    queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
 
@@ -111,7 +112,7 @@ async def mirror_down(ftp: FTPClient, factory: SessionFactory, remote: str, loca
     for d in sorted(dirs):
         (local / d).mkdir(parents=True, exist_ok=True)
     have, have_dirs = await asyncio.to_thread(local_tree, local)
-    jobs = []
+    jobs: list[tuple[str, Job]] = []
     for rel, entry in sorted(files.items()):
         st = have.get(rel)
         if st is not None and _same(entry, st.st_size, st.st_mtime, newer_only=False):
@@ -151,7 +152,7 @@ async def mirror_up(ftp: FTPClient, factory: SessionFactory, local: Path, remote
         files, dirs = {}, set()
     for d in sorted(have_dirs - dirs, key=lambda p: p.count("/")):
         await ftp.mkdir(posixpath.join(remote, d))
-    jobs = []
+    jobs: list[tuple[str, Job]] = []
     for rel, st in sorted(have.items()):
         entry = files.get(rel)
         if entry is not None and _same(entry, st.st_size, st.st_mtime, newer_only=True):

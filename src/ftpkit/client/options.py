@@ -5,6 +5,14 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from ftpkit.protocol.hostport import DataMode
+
+ClientTLSMode = Literal["off", "explicit", "optional", "implicit"]
+"""off: plain FTP; explicit: AUTH TLS, required; optional: AUTH TLS, in clear if the server refuses it; implicit:
+TLS from the first byte (ftps://)."""
+CLIENT_TLS_MODES: tuple[str, ...] = get_args(ClientTLSMode)
 
 Transcript = Callable[[str, str], None]
 """Called with (direction, text): ``-->`` a command sent, ``<--`` a reply line, ``===`` a data connection event,
@@ -28,7 +36,7 @@ class ClientOptions:
     retries: int = 0
     encoding: str = "utf-8"
     ascii: bool = False
-    tls: str = "off"  # off | explicit (AUTH TLS, required) | optional | implicit (ftps://)
+    tls: ClientTLSMode = "off"
     verify: bool = True  # check the server's certificate against the system store (or ca_file)
     ca_file: str | None = None
     clear_data: bool = False  # PROT C instead of PROT P
@@ -45,13 +53,13 @@ class ClientOptions:
             raise ValueError(f"timeout: {self.timeout!r} must be more than 0 seconds")
         if self.retries < 0:
             raise ValueError(f"retries: {self.retries!r} must be 0 or more")
-        if self.tls not in ("off", "explicit", "optional", "implicit"):
-            raise ValueError(f"tls: {self.tls!r} is not one of off, explicit, optional, implicit")
+        if self.tls not in CLIENT_TLS_MODES:
+            raise ValueError(f"tls: {self.tls!r} is not one of {', '.join(CLIENT_TLS_MODES)}")
         if self.active_ports is not None:
             low, high = self.active_ports
             if not 1024 <= low <= high <= 65535:
                 raise ValueError(f"active_ports: {low}-{high} is not low-high within 1024-65535")
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> DataMode:
         return "passive" if self.passive else "active"

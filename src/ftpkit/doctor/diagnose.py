@@ -28,10 +28,11 @@ def passive_findings(facts: Facts) -> list[Finding]:
         return out
     pasv = next((p for p in probes if p.method == "PASV" and p.announced is not None), None)
     if pasv is not None and pasv.classification != "same" and pasv.announced is not None:
-        evidence = (f"PASV -> {pasv.reply}", f"{pasv.announced} ({_computation(pasv.announced)})",
-                    f"control connection -> {facts.peer}:{facts.port}",
-                    f"connect {pasv.announced} -> {pasv.direct}",
-                    f"connect {facts.peer}:{pasv.announced.port} -> {pasv.substituted}")
+        evidence: tuple[str, ...] = (
+            f"PASV -> {pasv.reply}", f"{pasv.announced} ({_computation(pasv.announced)})",
+            f"control connection -> {facts.peer}:{facts.port}",
+            f"connect {pasv.announced} -> {pasv.direct}",
+            f"connect {facts.peer}:{pasv.announced.port} -> {pasv.substituted}")
         if pasv.classification in ("unspecified", "loopback", "link-local"):
             out.append(Finding("passive-address-unusable", "fail" if not pasv.worked else "warn", params={
                 "announced": pasv.announced.host, "why": pasv.classification}, evidence=evidence))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ftpkit.diagnosis import Finding
-from ftpkit.protocol.hostport import HostPort
+from ftpkit.protocol.hostport import DataMode, HostPort
 
 Status = Literal["pass", "warn", "fail", "skipped"]
 Outcome = Literal["ok", "timeout", "refused", "error", "not-tried"]
@@ -80,7 +80,7 @@ class Facts:
     active: list[ActiveProbe] = field(default_factory=list)
     timeout: float = 5.0
     tls: str = ""  # the control connection's TLS version and cipher, when TLS is in use
-    modes: tuple[str, ...] = ("passive", "active")  # the modes asked for
+    modes: tuple[DataMode, ...] = ("passive", "active")  # the modes asked for
 
 
 @dataclass
@@ -98,7 +98,7 @@ class DoctorReport:
         return any(f.code == "healthy" for f in self.findings) and not any(
             f.severity in ("warn", "fail") for f in self.findings)
 
-    def mode_ok(self, mode: str) -> bool | None:
+    def mode_ok(self, mode: DataMode) -> bool | None:
         probes = self.facts.passive if mode == "passive" else self.facts.active
         if not probes:
             return None

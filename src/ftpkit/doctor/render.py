@@ -10,6 +10,7 @@ from rich.text import Text
 
 from ftpkit.diagnosis import catalog
 from ftpkit.doctor.model import Check, DoctorReport
+from ftpkit.protocol.hostport import DataMode
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
 MARK = {"pass": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
@@ -24,7 +25,7 @@ def summary_facts(report: DoctorReport) -> dict[str, str | None]:
     control = next(c for c in report.checks if c.name == "control").status
     greeting = next(c for c in report.checks if c.name == "greeting").status
 
-    def mode(name: str) -> str | None:
+    def mode(name: DataMode) -> str | None:
         ok = report.mode_ok(name)
         return None if ok is None else ("ok" if ok else "fails")
 
@@ -65,8 +66,8 @@ def render_text(report: DoctorReport, console: Console, lang: str, show_sequence
         explanation = cat.explanation(finding.code, finding.params)
         if explanation:
             console.print(Text(f"      {explanation}"))
-        for line in finding.evidence:
-            console.print(Text(f"      {cat.word('evidence')}: {line}", style="dim"))
+        for fact in finding.evidence:
+            console.print(Text(f"      {cat.word('evidence')}: {fact}", style="dim"))
         for side, text in finding.advice(lang):
             console.print(Text.assemble(("      → ", "bold"), (f"{cat.word('advice-' + side)}: ", "bold"), text))
     if report.facts.logged_in and not report.facts.probe_offered:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from ftpkit.client.control import NotFTPError
 from ftpkit.client.errors import ControlConnectionError
@@ -16,7 +17,11 @@ from ftpkit.diagnosis import Finding
 from ftpkit.doctor.diagnose import diagnose
 from ftpkit.doctor.model import Check, DoctorReport, Facts
 from ftpkit.doctor.probes import Session, SessionSpoiled, probe_active, probe_passive, reply_text, tcp_connect, timed
-from ftpkit.protocol.hostport import plain_ip
+from ftpkit.protocol.hostport import DataMode, plain_ip
+from ftpkit.tls import cipher_name
+
+DoctorTLSMode = Literal["off", "explicit", "implicit"]
+"""off: plain FTP; explicit: AUTH TLS (--tls); implicit: TLS from the first byte (ftps://)."""
 
 STEPS = ("resolve", "control", "greeting", "tls", "login", "features", "epsv", "pasv", "eprt", "port")
 
@@ -27,8 +32,8 @@ class DoctorOptions:
     active_address: str | None = None
     encoding: str = "utf-8"
     netrc_file: str | None = None
-    modes: tuple[str, ...] = ("passive", "active")
-    tls: str = "off"  # off | explicit (--tls) | implicit (ftps://)
+    modes: tuple[DataMode, ...] = ("passive", "active")
+    tls: DoctorTLSMode = "off"
     ca_file: str | None = None
     verify: bool = True
 
@@ -87,7 +92,8 @@ async def _tls(session: Session, facts: Facts, check: Check) -> list[Finding]:
         check.say("fail", "tls-fail", reason=reason)
         return [Finding("tls-failed", params={"reason": reason}, evidence=(reason,))]
     tls = session.control.stream.tls if session.control.stream else None
-    facts.tls = f"{tls.version()} {tls.cipher()[0]}" if tls is not None and tls.cipher() else "TLS"
+    cipher = cipher_name(tls) if tls is not None else None
+    facts.tls = f"{tls.version()} {cipher}" if tls is not None and cipher else "TLS"
     check.say("pass", "tls-ok", how="implicit" if implicit else "AUTH TLS", tls=facts.tls)
     return []
 
@@ -162,7 +168,7 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
             error = getattr(exc, "strerror", None) or "no answer"
             check.say("fail", "resolve-fail", host=url.host, error=error)
             return [Finding("dns-failure", params={"host": url.host}, evidence=(f"{url.host}: {error}",))]
-        facts.addresses = list(dict.fromkeys(plain_ip(info[4][0]) for info in infos))
+        facts.addresses = list(dict.fromkeys(plain_ip(str(info[4][0])) for info in infos))
         check.say("pass", "resolve-ok", host=url.host, addresses=", ".join(facts.addresses))
     # 2. control connection
     async with timed(checks["control"]) as check:

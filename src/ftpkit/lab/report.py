@@ -130,15 +130,15 @@ def render(report: LabReport, console: Console, lang: str) -> None:
         console.print(Text(f"  # {display_command(report.doctor_command)}", style="dim"), soft_wrap=True)
     if report.doctor is not None:
         summary = report.doctor.get("summary", {})
-        line = Text("  ")
+        modes = Text("  ")
         for key, label in (("control", "control"), ("passive", "data-passive"), ("active", "data-active")):
             value = summary.get(key)
             word = catalog(lang).text("doctor", "not-tested" if value is None else (
                 "works" if value == "ok" else "fails"))
-            line.append(f"{catalog(lang).text('doctor', label)}: ")
-            line.append(word, style="dim" if value is None else ("green" if value == "ok" else "bold red"))
-            line.append("   ")
-        console.print(line)
+            modes.append(f"{catalog(lang).text('doctor', label)}: ")
+            modes.append(word, style="dim" if value is None else ("green" if value == "ok" else "bold red"))
+            modes.append("   ")
+        console.print(modes)
         _findings(console, report.doctor.get("findings", []), lang, show_side=False)
     else:
         console.print(Text(f"  {report.doctor_error or _lab(lang, 'not-run')}", style="dim"))

@@ -202,8 +202,8 @@ def wait_for_port(procs: Processes, namespace: str, host: str, port: int, server
         if code == 0:
             return
         break
-    code = server.poll()
-    why = f"exited with code {code}" if code is not None else f"does not accept on {host}:{port}"
+    exit_code = server.poll()
+    why = f"exited with code {exit_code}" if exit_code is not None else f"does not accept on {host}:{port}"
     raise LabError(f"the server {why}: {_tail(log) or 'no output'}")
 
 
@@ -418,7 +418,7 @@ def _signals_raise() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    saved: dict[int, Any] = {}
+    saved: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             saved[sig] = signal.signal(sig, interrupt)
@@ -434,7 +434,7 @@ def _signals_raise() -> Iterator[None]:
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
     """Cleanup is not cut short by a second Ctrl-C."""
-    saved: dict[int, Any] = {}
+    saved: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             saved[sig] = signal.signal(sig, signal.SIG_IGN)

@@ -21,6 +21,7 @@ from ftpkit.protocol.commands import (
     Command,
     CommandEvent,
     CommandReader,
+    LineTooLong,
     format_command,
 )
 from ftpkit.protocol.errors import StateError
@@ -199,8 +200,8 @@ class ClientConversation:
         return Answer(command, reply)
 
 
-def bad_line_text(event: CommandEvent) -> str:
+def bad_line_text(event: BadLine | LineTooLong) -> str:
     """The text of the 500 reply for a line that is not a command."""
     if isinstance(event, BadLine):
         return f"Syntax error: {event.reason}."
-    return f"Command line too long (limit {event.limit} bytes)."  # type: ignore[union-attr]
+    return f"Command line too long (limit {event.limit} bytes)."

@@ -14,8 +14,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from ftpkit.protocol.errors import HostPortError
+
+DataMode = Literal["active", "passive"]
+"""Who opens the data connection: the server (active: PORT, EPRT) or the client (passive: PASV, EPSV)."""
+DataMethod = Literal["PORT", "EPRT", "PASV", "EPSV"]
+"""The command that announced the data connection."""
 
 _NUM = r"\s*([0-9]{1,3})\s*"  # ASCII digits only: \d would also take Arabic-Indic and other Unicode digits
 # Digit boundaries: a search in "(1000,0,0,1,4,1)" must not find "000,0,0,1,4,1", nor "...,4,100" in

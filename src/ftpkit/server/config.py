@@ -12,7 +12,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from ftpkit.logs import LogFormat, LogLevel
+from ftpkit.tls import TLSMaxVersion
+
+TLSMode = Literal["off", "optional", "required", "implicit"]
+"""FTPS (RFC 4217). off: plain FTP; optional: AUTH TLS offered; required: TLS needed for login and data (anonymous
+users too with tls_required_for_anonymous); implicit: TLS from the first byte (port 990 style)."""
 
 
 class ConfigError(ValueError):
@@ -58,7 +65,7 @@ class ServerConfig:
     listen_backlog: int = 1024
     shutdown_grace: float = 10.0
     banner: str = "ftpkit FTP server ready."
-    tls: str = "off"  # off | optional | required | implicit (RFC 4217 FTPS)
+    tls: TLSMode = "off"
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_implicit_port: int | None = None  # an implicit-TLS listener beside the main one (990 style)
@@ -66,9 +73,9 @@ class ServerConfig:
     require_session_reuse: bool = True
     allow_ccc: bool = False
     tls_handshake_timeout: float = 10.0
-    tls_max_version: str = "1.2"  # "1.3" opts in (see ftpkit.tls.server_context for why 1.2 is the default)
-    log_level: str = "info"
-    log_format: str = "text"
+    tls_max_version: TLSMaxVersion = "1.2"  # "1.3" opts in (see ftpkit.tls.server_context for why 1.2 is the default)
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     xferlog: Path | None = None
 
     @property
@@ -78,9 +85,10 @@ class ServerConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(ServerConfig))
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
-TLS_MODES = ("off", "optional", "required", "implicit")
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+TLS_MODES: tuple[str, ...] = get_args(TLSMode)
+TLS_MAX_VERSIONS: tuple[str, ...] = get_args(TLSMaxVersion)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -219,7 +227,7 @@ def validate(values: Mapping[str, Any]) -> ServerConfig:
             case "tls":
                 v[key] = _choice(key, raw, TLS_MODES)
             case "tls_max_version":
-                v[key] = _choice(key, raw, ("1.2", "1.3"))
+                v[key] = _choice(key, raw, TLS_MAX_VERSIONS)
             case "tls_implicit_port":
                 v[key] = _int(key, raw, 0, 65535)
             case "tls_handshake_timeout":

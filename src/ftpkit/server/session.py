@@ -25,14 +25,15 @@ from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
-from ftpkit.server.storage import LocalStorage, join_virtual
+from ftpkit.server.storage import LocalStorage, Storage, join_virtual
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import ControlStream, TLSError
 
 log = logging.getLogger("ftpkit.server")
 _ids = itertools.count(1)
 
-StorageFactory = Callable[[Path, Executor], LocalStorage]
+StorageFactory = Callable[[Path, Executor], Storage]
+"""Makes the storage of one session from the account's home and the server's worker threads."""
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Session:
         # login
         self.pending_user: str | None = None
         self.account: Account | None = None
-        self.storage: LocalStorage | None = None
+        self.storage: Storage | None = None
         self.failures = 0
         # command state
         self.cwd = "/"

@@ -18,7 +18,7 @@ import stat as statmod
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from ftpkit.protocol.listing import Facts
 
@@ -77,8 +77,49 @@ def facts_of(name: str, st: os.stat_result) -> Facts:
     )
 
 
+class Storage(Protocol):
+    """What a session needs from a storage backend; :class:`LocalStorage` is the first one.
+
+    Paths are virtual (``/`` is the user's home, already normalised by :func:`join_virtual`); every failure is a
+    :class:`StorageError` whose ``reason`` and ``code`` go into the reply. Open files are handed back to the
+    backend's ``read``, ``write`` and ``close``, with one exception: a binary download gives the file from
+    ``open_read`` to asyncio's ``loop.sendfile``, so it must be a seekable binary file (zero-copy when it has a real
+    file descriptor; read with ``seek``/``readinto`` in asyncio's default executor otherwise).
+    """
+
+    async def stat(self, vpath: str) -> Facts: ...
+
+    async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]: ...
+
+    async def open_read(self, vpath: str, offset: int = 0) -> tuple[BinaryIO, int]:
+        """A plain file opened for reading at ``offset``, and its size."""
+        ...
+
+    async def open_write(self, vpath: str, offset: int = 0, append: bool = False) -> BinaryIO:
+        """A file opened for writing: truncated at ``offset`` (0: emptied), or at its end with ``append``."""
+        ...
+
+    async def create_unique(self, vdir: str, stem: str) -> tuple[str, BinaryIO]:
+        """A new file in ``vdir`` named ``stem`` or ``stem.N`` (STOU): its name and the file opened for writing."""
+        ...
+
+    async def mkdir(self, vpath: str) -> None: ...
+
+    async def rmdir(self, vpath: str) -> None: ...
+
+    async def remove(self, vpath: str) -> None: ...
+
+    async def rename(self, src: str, dst: str) -> None: ...
+
+    async def write(self, fh: BinaryIO, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def read(self, fh: BinaryIO, size: int) -> bytes: ...
+
+    async def close(self, fh: BinaryIO) -> None: ...
+
+
 class LocalStorage:
-    """A user's home on the local file system. One instance per session (it knows the home)."""
+    """A user's home on the local file system. One instance per session (it knows the home). A :class:`Storage`."""
 
     def __init__(self, home: Path, executor: Executor | None) -> None:
         self.home = home.resolve()

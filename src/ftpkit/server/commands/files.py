@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ftpkit.protocol.listing import mlst_time
+from ftpkit.protocol.listing import Facts, mlst_time
 from ftpkit.server.commands.table import command
 from ftpkit.server.listings import mlst_line
 from ftpkit.server.storage import StorageError
@@ -110,7 +110,7 @@ async def rnto(s: Session, cmd: Command) -> None:
     await s.reply(250, "Rename successful.")
 
 
-async def _file_facts(s: Session, cmd: Command, verb: str):  # type: ignore[no-untyped-def]
+async def _file_facts(s: Session, cmd: Command, verb: str) -> Facts | None:
     assert s.storage is not None
     try:
         facts = await s.storage.stat(s.vpath(cmd.arg))

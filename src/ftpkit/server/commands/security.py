@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ftpkit.server.commands.table import command
+from ftpkit.tls import cipher_name
 
 if TYPE_CHECKING:
     from ftpkit.protocol.commands import Command
@@ -36,7 +37,7 @@ async def auth(s: Session, cmd: Command) -> None:
         s.pbsz = s.prot_private = True
     tls = s.stream.tls
     log.info("[%s] control connection now TLS (%s, %s)", s.id, tls.version() if tls else "?",
-             tls.cipher()[0] if tls and tls.cipher() else "?")
+             (cipher_name(tls) if tls else None) or "?")
 
 
 @command("PBSZ", login=False, arg="required", syntax="PBSZ 0")
