@@ -17,10 +17,11 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from ftpkit.protocol.commands import Command
-from ftpkit.protocol.hostport import HostPort, plain_ip
+from ftpkit.protocol.hostport import DataMethod, DataMode, HostPort, plain_ip
+from ftpkit.server.xferlog import Direction
 from ftpkit.tls import describe_ssl_error
 
 log = logging.getLogger("ftpkit.server")
@@ -302,9 +303,9 @@ class PortPool:
 
 
 class PassiveListener:
-    mode = "passive"
+    mode: ClassVar[DataMode] = "passive"
 
-    def __init__(self, pool: PortPool, local_ip: str, peer_ip: str, announced: HostPort, method: str,
+    def __init__(self, pool: PortPool, local_ip: str, peer_ip: str, announced: HostPort, method: DataMethod,
                  session_id: str, accept_timeout: float = 30.0) -> None:
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
         self.pool = pool
@@ -382,9 +383,9 @@ class PassiveListener:
 
 
 class ActiveTarget:
-    mode = "active"
+    mode: ClassVar[DataMode] = "active"
 
-    def __init__(self, target: HostPort, method: str, source: tuple[str, int] | None) -> None:
+    def __init__(self, target: HostPort, method: DataMethod, source: tuple[str, int] | None) -> None:
         self.announced = target
         self.method = method
         self.source = source  # (local ip, port) to connect from, e.g. port 20
@@ -426,7 +427,7 @@ DataChannel = PassiveListener | ActiveTarget
 class Transfer:
     command: Command
     path: str
-    direction: str  # "o" outgoing (download), "i" incoming (upload)
+    direction: Direction
     channel: DataChannel
     started: float = field(default_factory=time.monotonic)
     bytes: int = 0

@@ -11,8 +11,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from ftpkit.protocol.hostport import DataMethod, DataMode
 
 log = logging.getLogger("ftpkit.server")
+
+Direction = Literal["o", "i"]
+"""xferlog's direction: ``o`` outgoing (a download), ``i`` incoming (an upload)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +29,12 @@ class TransferRecord:
     peer: str
     command: str
     path: str
-    direction: str  # "o" download, "i" upload
+    direction: Direction
     bytes: int
     seconds: float
     ascii: bool
-    mode: str  # active / passive
-    method: str  # PORT EPRT PASV EPSV
+    mode: DataMode
+    method: DataMethod
     announced: str
     complete: bool
     error: str = ""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ftpkit.protocol.errors import HostPortError
 from ftpkit.protocol.hostport import (
+    DataMethod,
     HostPort,
     explain_port,
     format_epsv,
@@ -38,7 +39,7 @@ async def _refuse_after_epsv_all(s: Session, verb: str) -> bool:
     return False
 
 
-async def _active(s: Session, verb: str, target: HostPort) -> None:
+async def _active(s: Session, verb: DataMethod, target: HostPort) -> None:
     refusal = s.active_refusal(target)
     if refusal is not None:
         log.warning("[%s] %s refused: %s", s.id, verb, refusal)
@@ -80,7 +81,7 @@ async def eprt(s: Session, cmd: Command) -> None:
     await _active(s, "EPRT", target)
 
 
-async def _passive(s: Session, method: str, announce_host: str) -> PassiveListener | None:
+async def _passive(s: Session, method: DataMethod, announce_host: str) -> PassiveListener | None:
     try:
         listener = PassiveListener(s.shared.pool, s.local_ip, s.peer_ip, HostPort(announce_host, 0), method, s.id,
                                    s.cfg.data_accept_timeout)

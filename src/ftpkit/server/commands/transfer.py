@@ -23,7 +23,7 @@ from ftpkit.server.commands.table import command
 from ftpkit.server.data import SMALL_BUFFER, UPLOAD_BUFFER, DataConnectionError, DataStream, DataTLSError, Transfer
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
 from ftpkit.server.storage import StorageError
-from ftpkit.server.xferlog import TransferRecord
+from ftpkit.server.xferlog import Direction, TransferRecord
 
 if TYPE_CHECKING:
     from ftpkit.protocol.commands import Command
@@ -41,7 +41,7 @@ class TransferAborted(Exception):
     """The data connection broke or stalled; the text goes into a 426 reply."""
 
 
-async def _start(s: Session, cmd: Command, path: str, direction: str, opening: str, body: Body,
+async def _start(s: Session, cmd: Command, path: str, direction: Direction, opening: str, body: Body,
                  cleanup: Callable[[], Awaitable[None]] | None = None, done_text: str = "Transfer complete.") -> None:
     """Take the announced data connection and run the transfer in a task of its own."""
     channel = s.data
