@@ -1,14 +1,15 @@
-"""Accounts: anonymous, real users from a TOML users file (argon2 hashes), and quick ``--user`` users.
+"""Accounts: anonymous, users from a user source (a TOML users file today), and quick ``--user`` users.
 
 Users file::
 
     [users.alice]
-    password_hash = "$argon2id$v=19$m=65536,t=3,p=4$..."
+    password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # or $6$ / $y$ / $2b$ from another server
     home = "/srv/ftp/alice"      # absolute, or relative to the served root
     write = true
 
-Verification costs CPU on purpose (argon2), so it runs in a worker thread; an unknown name costs the same as a
-known one, so timing does not reveal which names exist.
+Verification costs CPU on purpose; :class:`~ftpkit.server.passwords.PasswordVerifier` runs it off the event loop,
+bounded and fair between sources, and caches successes. An unknown name costs the same as a known one, so timing
+does not reveal which names exist.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import tomli_w
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ftpkit.server.config import ConfigError, ServerConfig
+from ftpkit.server.passwords import HashSettings, PasswordVerifier, check_hash, hash_password
 
 ANONYMOUS_NAMES = frozenset({"anonymous", "ftp"})
-_hasher = PasswordHasher()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,44 +44,60 @@ class UserEntry:
     write: bool
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+class UserSource(Protocol):
+    """Where named users come from (a TOML file, later a database); the session never knows which one."""
+
+    async def lookup(self, name: str) -> UserEntry | None: ...
+
+
+class StaticUsers:
+    """Users loaded once at start-up (the users file and ``--user``)."""
+
+    def __init__(self, users: Mapping[str, UserEntry]) -> None:
+        self.users = dict(users)
+
+    async def lookup(self, name: str) -> UserEntry | None:
+        return self.users.get(name)
 
 
 class Accounts:
     """Checks credentials. Build once at start-up with :meth:`from_config`."""
 
-    def __init__(self, root: Path, anonymous: bool, anonymous_write: bool, users: Mapping[str, UserEntry]) -> None:
+    def __init__(self, root: Path, anonymous: bool, anonymous_write: bool, source: UserSource,
+                 verifier: PasswordVerifier | None = None, settings: HashSettings | None = None) -> None:
         self.root = root
         self.anonymous = anonymous
         self.anonymous_write = anonymous_write
-        self.users = dict(users)
-        self._dummy_hash = hash_password("not a real password")
+        self.source = source
+        self.verifier = verifier or PasswordVerifier()
+        self._dummy_hash = hash_password("not a real password", settings)
 
     @classmethod
     def from_config(cls, cfg: ServerConfig) -> Accounts:
+        settings = HashSettings(cfg.hash_memory_kib, cfg.hash_time_cost, cfg.hash_parallelism)
         users: dict[str, UserEntry] = {}
         if cfg.users_file is not None:
             users.update(load_users_file(cfg.users_file, cfg.root))
         for quick in cfg.users:
-            users[quick.name] = UserEntry(quick.name, hash_password(quick.password), cfg.root, True)
-        return cls(cfg.root, cfg.anonymous, cfg.anonymous_write, users)
+            users[quick.name] = UserEntry(quick.name, hash_password(quick.password, settings), cfg.root, True)
+        verifier = PasswordVerifier(cfg.hash_concurrency, cfg.password_cache_ttl)
+        return cls(cfg.root, cfg.anonymous, cfg.anonymous_write, StaticUsers(users), verifier, settings)
+
+    def close(self) -> None:
+        self.verifier.close()
 
     def is_anonymous_name(self, name: str) -> bool:
         return name.lower() in ANONYMOUS_NAMES
 
-    def check(self, name: str, password: str) -> Account | None:
-        """Blocking (argon2): call from a worker thread. ``None`` when the login is refused."""
+    async def authenticate(self, name: str, password: str, source: str = "") -> Account | None:
+        """The account, or ``None`` when the login is refused. ``source``: the client's address."""
         if self.is_anonymous_name(name):
             if not self.anonymous:
                 return None
             return Account("anonymous", self.root, self.anonymous_write, anonymous=True)
-        entry = self.users.get(name)
-        try:
-            _hasher.verify(entry.password_hash if entry else self._dummy_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return None
-        if entry is None:
+        entry = await self.source.lookup(name)
+        ok = await self.verifier.verify(entry.password_hash if entry else self._dummy_hash, password, source)
+        if entry is None or not ok:
             return None
         return Account(entry.name, entry.home, entry.write)
 
@@ -101,8 +117,9 @@ def load_users_file(path: Path, root: Path) -> dict[str, UserEntry]:
         where = f"users_file: {path}: users.{name}"
         if not isinstance(entry, dict) or not isinstance(entry.get("password_hash"), str):
             raise ConfigError(where, "needs password_hash (write it with `ftpkit user add`)")
-        if not entry["password_hash"].startswith("$argon2"):
-            raise ConfigError(where, "password_hash is not an argon2 hash (plaintext passwords are not stored)")
+        problem = check_hash(entry["password_hash"])
+        if problem is not None:
+            raise ConfigError(where, f"password_hash {problem}")
         home = Path(str(entry.get("home", ".")))
         home = (root / home) if not home.is_absolute() else home
         if not home.is_dir():
@@ -114,12 +131,14 @@ def load_users_file(path: Path, root: Path) -> dict[str, UserEntry]:
     return out
 
 
-def add_user(path: Path, name: str, password: str, home: str, write: bool) -> None:
+def add_user(path: Path, name: str, password: str, home: str, write: bool,
+             settings: HashSettings | None = None) -> None:
     """Add or replace a user in a users file, keeping the others."""
     data: dict = {}
     if path.exists():
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    data.setdefault("users", {})[name] = {"password_hash": hash_password(password), "home": home, "write": write}
+    entry = {"password_hash": hash_password(password, settings), "home": home, "write": write}
+    data.setdefault("users", {})[name] = entry
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
     tmp.chmod(0o600)

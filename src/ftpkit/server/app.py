@@ -131,6 +131,7 @@ class FTPServer:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.shared.accounts.close()
         self.shared.transfer_log.close()
 
     async def serve_until_signalled(self) -> None:

@@ -60,6 +60,11 @@ class ServerConfig:
     data_idle_timeout: float = 300.0
     login_fail_delay: float = 1.0
     max_login_failures: int = 3
+    hash_concurrency: int = 0  # password verifications at once; 0: the number of cores (at most 8)
+    password_cache_ttl: float = 600.0  # seconds a successful verification is remembered; 0: no cache
+    hash_memory_kib: int = 19456  # new argon2id hashes: OWASP's 19 MiB, 2 passes, 1 lane
+    hash_time_cost: int = 2
+    hash_parallelism: int = 1
     max_line: int = 4096
     io_threads: int = 32
     listen_backlog: int = 1024
@@ -236,6 +241,16 @@ def validate(values: Mapping[str, Any]) -> ServerConfig:
                 v[key] = _file(key, raw, must_exist=False)
             case "max_sessions" | "max_sessions_per_ip" | "io_threads" | "max_login_failures":
                 v[key] = _int(key, raw, 1, 100000)
+            case "hash_concurrency":
+                v[key] = _int(key, raw, 0, 64)
+            case "password_cache_ttl":
+                v[key] = _seconds(key, raw, 0.0, 86400.0)
+            case "hash_memory_kib":
+                v[key] = _int(key, raw, 1024, 4 << 20)
+            case "hash_time_cost":
+                v[key] = _int(key, raw, 1, 100)
+            case "hash_parallelism":
+                v[key] = _int(key, raw, 1, 64)
             case "listen_backlog":
                 v[key] = _int(key, raw, 1, 65535)
             case "max_line":

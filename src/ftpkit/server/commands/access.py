@@ -44,10 +44,7 @@ async def pass_(s: Session, cmd: Command) -> None:
         await s.reply(503, "Login with USER first.")
         return
     name, s.pending_user = s.pending_user, None
-    accounts = s.shared.accounts
-    account = await asyncio.get_running_loop().run_in_executor(
-        s.shared.executor, accounts.check, name, cmd.arg or ""
-    )
+    account = await s.shared.accounts.authenticate(name, cmd.arg or "", source=s.peer_ip)
     if account is None:
         s.failures += 1
         log.warning("[%s] failed login as %r from %s (%d)", s.id, name, s.peer_ip, s.failures)
