@@ -160,6 +160,32 @@ def test_data_connection_without_session_reuse_is_refused(tls_server, cert):
     assert c.reply().code == 226
 
 
+def test_protected_download_is_answered_while_the_client_keeps_its_side_open(tls_server, cert):
+    """A client that waits for the 226 before it closes its side of a PROT P data connection (it never sends its
+    close_notify first) gets the 226 at once: the server's TLS shutdown does not wait for the client's."""
+    c, ctx, control = _tls_raw(tls_server, cert)
+    c.login()
+    assert c.cmd("PBSZ 0").code == 200 and c.cmd("PROT P").code == 200
+    assert c.cmd("TYPE I").code == 200
+    for _ in range(3):
+        port = parse_epsv(c.cmd("EPSV").text)
+        data = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.send("RETR random.bin")
+        assert c.reply().code == 150
+        tls = ctx.wrap_socket(data, server_hostname="127.0.0.1", session=control.session)
+        received = bytearray()
+        while chunk := tls.recv(1 << 20):  # b"" at the server's close_notify
+            received += chunk
+        expected = (tls_server.root / "random.bin").read_bytes()
+        assert len(received) == len(expected)
+        assert bytes(received) == expected
+        c.sock.settimeout(3)  # the old server answered only after a 5 s wait for our close_notify
+        assert c.reply().code == 226
+        c.sock.settimeout(10)
+        tls.close()
+    assert c.cmd("NOOP").code == 200
+
+
 def test_tls_required_rules(tls_server, cert):
     plain = Raw("127.0.0.1", tls_server.port)
     reply = plain.cmd("USER alice")

@@ -145,6 +145,38 @@ def test_426_when_data_connection_breaks(servers, tree):
     assert c.cmd("NOOP").code == 200
 
 
+@pytest.mark.parametrize("mode", ["passive", "active"])
+def test_data_connection_reset_during_sendfile_gets_426_every_time(servers, tree, mode):
+    """A client that resets the data connection in the middle of a sendfile download gets its 426 at once,
+    every time (the transport may already be closing when the next sendfile starts)."""
+    with (tree / "big.bin").open("wb") as fh:
+        fh.truncate(256 << 20)
+    server = servers.start(tree, users=["alice:secret"])
+    c = Raw(server.host, server.port)
+    c.login()
+    c.cmd("TYPE I")
+    for _ in range(6):
+        if mode == "passive":
+            host, port = c.pasv()
+            data = socket.create_connection((host, port), timeout=10)
+            c.send("RETR big.bin")
+        else:
+            listener = socket.create_server(("127.0.0.1", 0))
+            lport = listener.getsockname()[1]
+            assert c.cmd(f"PORT 127,0,0,1,{lport >> 8},{lport & 255}").code == 200
+            c.send("RETR big.bin")
+            data, _ = listener.accept()
+            listener.close()
+        assert c.reply().code == 150
+        data.recv(65536)
+        data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        data.close()
+        reply = c.reply()
+        assert reply.code == 426, reply
+    assert c.cmd("NOOP").code == 200
+    assert c.cmd("SIZE big.bin").code == 213
+
+
 def test_passive_range_exhausted_gives_425(servers, tree):
     server = servers.start(tree, users=["alice:secret"], passive_ports="41000-41001")
     clients = [Raw(server.host, server.port) for _ in range(3)]
