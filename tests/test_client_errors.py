@@ -5,21 +5,36 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from ftpkit.client.core import FTPClient
 from ftpkit.client.errors import DataConnectionError
 from ftpkit.client.options import ClientOptions
-from ftpkit.server.storage import LocalStorage, StorageError
+from ftpkit.server.storage import LocalStorage, StorageError, Upload
+
+
+class FullUpload:
+    """An upload onto a full disk: every write fails as ENOSPC would (552)."""
+
+    def __init__(self, upload: Upload) -> None:
+        self.upload = upload
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise StorageError("storage full", 552)
+
+    async def commit(self) -> None:
+        await self.upload.commit()
+
+    async def abort(self) -> None:
+        await self.upload.abort()
 
 
 class FullStorage(LocalStorage):
-    """A home whose disk is full: every write of an upload fails as ENOSPC would (552)."""
+    """A home whose disk is full."""
 
-    async def write(self, fh: BinaryIO, data: bytes | bytearray | memoryview) -> None:
-        raise StorageError("storage full", 552)
+    async def open_upload(self, vpath: str, offset: int = 0, append: bool = False) -> Upload:
+        return FullUpload(await super().open_upload(vpath, offset, append))
 
 
 def run_client(port: int, options: ClientOptions, work: str, *args: object) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from ftpkit.protocol.listing import Facts
+from ftpkit.server.uploads import LocalUpload, UploadError, UploadMode, is_internal, partial_size
 
 T = TypeVar("T")
 
@@ -77,6 +78,20 @@ def facts_of(name: str, st: os.stat_result) -> Facts:
     )
 
 
+class Upload(Protocol):
+    """An upload in progress: bytes written in order, then committed (visible) or aborted."""
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def commit(self) -> None:
+        """The transfer is complete: make the bytes the file's content (before the 226)."""
+        ...
+
+    async def abort(self) -> None:
+        """The transfer failed: keep what arrived for a resume where the backend can, never expose it as the file."""
+        ...
+
+
 class Storage(Protocol):
     """What a session needs from a storage backend; :class:`LocalStorage` is the first one.
 
@@ -95,12 +110,17 @@ class Storage(Protocol):
         """A plain file opened for reading at ``offset``, and its size."""
         ...
 
-    async def open_write(self, vpath: str, offset: int = 0, append: bool = False) -> BinaryIO:
-        """A file opened for writing: truncated at ``offset`` (0: emptied), or at its end with ``append``."""
+    async def open_upload(self, vpath: str, offset: int = 0, append: bool = False) -> Upload:
+        """An upload to ``vpath``: from ``offset`` (``REST``), or after what is there (``APPE``); 0: a new file.
+        Its bytes become visible under the name at :meth:`Upload.commit` (atomic backends)."""
         ...
 
-    async def create_unique(self, vdir: str, stem: str) -> tuple[str, BinaryIO]:
-        """A new file in ``vdir`` named ``stem`` or ``stem.N`` (STOU): its name and the file opened for writing."""
+    async def upload_size(self, vpath: str) -> int | None:
+        """Bytes an interrupted upload of ``vpath`` left to resume after, or ``None`` when there is none."""
+        ...
+
+    async def create_unique(self, vdir: str, stem: str) -> tuple[str, Upload]:
+        """A new file in ``vdir`` named ``stem`` or ``stem.N`` (STOU): its name and its upload."""
         ...
 
     async def mkdir(self, vpath: str) -> None: ...
@@ -111,8 +131,6 @@ class Storage(Protocol):
 
     async def rename(self, src: str, dst: str) -> None: ...
 
-    async def write(self, fh: BinaryIO, data: bytes | bytearray | memoryview) -> None: ...
-
     async def read(self, fh: BinaryIO, size: int) -> bytes: ...
 
     async def close(self, fh: BinaryIO) -> None: ...
@@ -121,8 +139,9 @@ class Storage(Protocol):
 class LocalStorage:
     """A user's home on the local file system. One instance per session (it knows the home). A :class:`Storage`."""
 
-    def __init__(self, home: Path, executor: Executor | None) -> None:
+    def __init__(self, home: Path, executor: Executor | None, upload_mode: UploadMode = "atomic") -> None:
         self.home = home.resolve()
+        self.upload_mode: UploadMode = upload_mode
         self._home_str = str(self.home)
         self._executor = executor
 
@@ -154,6 +173,8 @@ class LocalStorage:
         try:
             with os.scandir(path) as entries:
                 for entry in entries:
+                    if is_internal(entry.name):  # an upload's partial or temporary file
+                        continue
                     if pattern is not None and not fnmatch.fnmatchcase(entry.name, pattern):
                         continue
                     try:
@@ -183,31 +204,32 @@ class LocalStorage:
             fh.seek(offset)
         return fh, st.st_size
 
-    def _open_write(self, vpath: str, offset: int, append: bool) -> BinaryIO:
+    def _open_upload(self, vpath: str, offset: int, append: bool) -> LocalUpload:
         path = self.real(vpath)
+        if path == self._home_str:
+            raise StorageError(f"{vpath}: Is a directory")
         try:
-            if append:
-                return open(path, "ab")
-            if offset:
-                fh = open(path, "r+b")  # noqa: SIM115
-                fh.seek(offset)
-                fh.truncate()
-                return fh
-            return open(path, "wb")
+            return LocalUpload.open(path, offset, append, self.upload_mode)
+        except UploadError as exc:
+            raise StorageError(f"{vpath}: {exc.reason}", exc.code) from None
         except OSError as exc:
             raise _os_error(exc, vpath) from None
 
-    def _create_unique(self, vdir: str, stem: str) -> tuple[str, BinaryIO]:
+    def _upload_size(self, vpath: str) -> int | None:
+        return partial_size(self.real(vpath))
+
+    def _create_unique(self, vdir: str, stem: str) -> tuple[str, LocalUpload]:
         base = self.real(vdir)
         for n in range(1000):
             name = stem if n == 0 else f"{stem}.{n}"
+            path = os.path.join(base, name)
             try:
-                fd = os.open(os.path.join(base, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileExistsError:
                 continue
             except OSError as exc:
                 raise _os_error(exc, vdir) from None
-            return name, os.fdopen(fd, "wb")
+            return name, LocalUpload(fd, path, None, resumable=False)  # a name nobody has: written in place
         raise StorageError(f"{vdir}: no unique name found", 450)
 
     def _call(self, func: Callable[..., Any], vpath: str, *args: Any) -> None:
@@ -235,11 +257,15 @@ class LocalStorage:
     async def open_read(self, vpath: str, offset: int = 0) -> tuple[BinaryIO, int]:
         return await self.run(self._open_read, vpath, offset)
 
-    async def open_write(self, vpath: str, offset: int = 0, append: bool = False) -> BinaryIO:
-        return await self.run(self._open_write, vpath, offset, append)
+    async def open_upload(self, vpath: str, offset: int = 0, append: bool = False) -> Upload:
+        return _LocalUploadHandle(self, await self.run(self._open_upload, vpath, offset, append), vpath)
 
-    async def create_unique(self, vdir: str, stem: str) -> tuple[str, BinaryIO]:
-        return await self.run(self._create_unique, vdir, stem)
+    async def upload_size(self, vpath: str) -> int | None:
+        return await self.run(self._upload_size, vpath)
+
+    async def create_unique(self, vdir: str, stem: str) -> tuple[str, Upload]:
+        name, upload = await self.run(self._create_unique, vdir, stem)
+        return name, _LocalUploadHandle(self, upload, posixpath.join(vdir, name))
 
     async def mkdir(self, vpath: str) -> None:
         await self.run(self._call, os.mkdir, vpath)
@@ -278,3 +304,27 @@ class LocalStorage:
             await self.run(fh.close)
         except OSError as exc:
             raise _os_error(exc, getattr(fh, "name", "file")) from None
+
+
+class _LocalUploadHandle:
+    """A :class:`LocalUpload` driven from the event loop: every call in a worker thread. An :class:`Upload`."""
+
+    def __init__(self, storage: LocalStorage, upload: LocalUpload, vpath: str) -> None:
+        self.storage = storage
+        self.upload = upload
+        self.vpath = vpath
+
+    async def _run(self, func: Callable[..., None], *args: Any) -> None:
+        try:
+            await self.storage.run(func, *args)
+        except OSError as exc:
+            raise _os_error(exc, self.vpath) from None
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await self._run(self.upload.write, data)
+
+    async def commit(self) -> None:
+        await self._run(self.upload.commit)
+
+    async def abort(self) -> None:
+        await self._run(self.upload.abort)

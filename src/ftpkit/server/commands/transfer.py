@@ -16,13 +16,14 @@ import logging
 import posixpath
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
 from ftpkit.server.data import SMALL_BUFFER, UPLOAD_BUFFER, DataConnectionError, DataStream, DataTLSError, Transfer
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
-from ftpkit.server.storage import StorageError
+from ftpkit.server.storage import StorageError, Upload
 from ftpkit.server.xferlog import Direction, TransferRecord
 
 if TYPE_CHECKING:
@@ -41,16 +42,25 @@ class TransferAborted(Exception):
     """The data connection broke or stalled; the text goes into a 426 reply."""
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What happens to the transfer's file at the end: ``success`` before the 226 (an upload is committed: now its
+    bytes are the file), ``failure`` when the transfer did not complete (an upload is aborted, its partial kept)."""
+
+    success: Callable[[], Awaitable[None]]
+    failure: Callable[[], Awaitable[None]]
+
+
 async def _start(s: Session, cmd: Command, path: str, direction: Direction, opening: str, body: Body,
-                 cleanup: Callable[[], Awaitable[None]] | None = None, done_text: str = "Transfer complete.") -> None:
+                 ending: Ending | None = None, done_text: str = "Transfer complete.") -> None:
     """Take the announced data connection and run the transfer in a task of its own."""
     channel = s.data
     s.data = None
     if channel is None or s.data_must_be_protected():
         if channel is not None:
             channel.close()
-        if cleanup is not None:
-            await cleanup()
+        if ending is not None:
+            await ending.failure()
         if channel is None:
             await s.reply(425, "Use PORT, EPRT, PASV or EPSV first.")
         else:
@@ -58,13 +68,13 @@ async def _start(s: Session, cmd: Command, path: str, direction: Direction, open
         return
     transfer = Transfer(cmd, path, direction, channel)
     s.transfer = transfer
-    transfer.task = asyncio.create_task(_run(s, transfer, opening, body, cleanup, done_text))
+    transfer.task = asyncio.create_task(_run(s, transfer, opening, body, ending, done_text))
 
 
-async def _run(s: Session, t: Transfer, opening: str, body: Body,
-               cleanup: Callable[[], Awaitable[None]] | None, done_text: str) -> None:
+async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending | None, done_text: str) -> None:
     error = ""
     complete = False
+    ended = False
     try:
         try:
             t.stream = await t.channel.open(
@@ -98,9 +108,9 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body,
         try:
             await body(t.stream, t)
             await t.stream.close()
-            if cleanup is not None:  # an upload is on disk (flushed and closed) before its 226
-                done, cleanup = cleanup, None
-                await done()
+            if ending is not None:  # an upload is the file (committed) before its 226
+                await ending.success()
+            ended = True
         except StorageError as exc:
             error = exc.reason
             await s.reply(452 if exc.code == 552 else 451, f"{exc.reason}.", to=t.command)
@@ -117,10 +127,10 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body,
     finally:
         if t.stream is not None and not complete:
             t.stream.abort()
-        if cleanup is not None:
+        if ending is not None and not ended:
             try:
-                await cleanup()
-            except StorageError as exc:  # a failed close of an upload loses data: say so in the log
+                await ending.failure()
+            except StorageError as exc:
                 log.error("[%s] %s", s.id, exc.reason)
         if s.transfer is t:
             s.transfer = None
@@ -176,16 +186,15 @@ async def retr(s: Session, cmd: Command) -> None:
         s, cmd, path, "o",
         f"Opening {_type_name(s)} mode data connection for {posixpath.basename(path)} ({size} bytes).",
         lambda stream, t: _send_file(s, fh, offset, stream, t),
-        cleanup=lambda: storage.close(fh),
+        ending=Ending(lambda: storage.close(fh), lambda: storage.close(fh)),
     )
 
 
 # --- uploads -----------------------------------------------------------------------------------------------
 
-async def _receive_file(s: Session, fh: BinaryIO, stream: DataStream, t: Transfer) -> None:
+async def _receive_file(s: Session, upload: Upload, stream: DataStream, t: Transfer) -> None:
     """Batches of the data connection's two reused buffers, each written by a worker thread while the kernel
     fills the other one."""
-    assert s.storage is not None
     idle = s.cfg.data_idle_timeout
     convert = FromNetwork() if s.ascii else None
     while True:
@@ -193,30 +202,28 @@ async def _receive_file(s: Session, fh: BinaryIO, stream: DataStream, t: Transfe
         if batch is None:
             break
         t.bytes = stream.received
-        await s.storage.write(fh, convert.convert(bytes(batch)) if convert else batch)
+        await upload.write(convert.convert(bytes(batch)) if convert else batch)
     if convert:
         tail = convert.flush()
         if tail:
-            await s.storage.write(fh, tail)
+            await upload.write(tail)
 
 
-async def _upload(s: Session, cmd: Command, path: str, fh: BinaryIO, done_text: str = "Transfer complete.",
+async def _upload(s: Session, cmd: Command, path: str, upload: Upload, done_text: str = "Transfer complete.",
                   opening: str | None = None) -> None:
-    storage = s.storage
-    assert storage is not None
     await _start(
         s, cmd, path, "i",
         opening or f"Ok to send data ({_type_name(s)} mode).",
-        lambda stream, t: _receive_file(s, fh, stream, t),
-        cleanup=lambda: storage.close(fh),
+        lambda stream, t: _receive_file(s, upload, stream, t),
+        ending=Ending(upload.commit, upload.abort),
         done_text=done_text,
     )
 
 
-async def _open_upload(s: Session, path: str, offset: int, append: bool) -> BinaryIO | None:
+async def _open_upload(s: Session, path: str, offset: int, append: bool) -> Upload | None:
     assert s.storage is not None
     try:
-        return await s.storage.open_write(path, offset, append)
+        return await s.storage.open_upload(path, offset, append)
     except StorageError as exc:
         s.set_data(None)
         await s.reply(exc.code, f"{exc.reason}.")
@@ -227,18 +234,18 @@ async def _open_upload(s: Session, path: str, offset: int, append: bool) -> Bina
 async def stor(s: Session, cmd: Command) -> None:
     path = s.vpath(cmd.arg)
     offset, s.rest = s.rest, 0
-    fh = await _open_upload(s, path, offset, append=False)
-    if fh is not None:
-        await _upload(s, cmd, path, fh)
+    upload = await _open_upload(s, path, offset, append=False)
+    if upload is not None:
+        await _upload(s, cmd, path, upload)
 
 
 @command("APPE", arg="required", write=True, syntax="APPE path")
 async def appe(s: Session, cmd: Command) -> None:
     path = s.vpath(cmd.arg)
     s.rest = 0
-    fh = await _open_upload(s, path, 0, append=True)
-    if fh is not None:
-        await _upload(s, cmd, path, fh)
+    upload = await _open_upload(s, path, 0, append=True)
+    if upload is not None:
+        await _upload(s, cmd, path, upload)
 
 
 @command("STOU", write=True, syntax="STOU [name]")
@@ -248,14 +255,14 @@ async def stou(s: Session, cmd: Command) -> None:
     wanted = s.vpath(cmd.arg) if cmd.arg else posixpath.join(s.cwd, "ftpkit.upload")
     directory, stem = posixpath.split(wanted)
     try:
-        name, fh = await s.storage.create_unique(directory, stem)
+        name, upload = await s.storage.create_unique(directory, stem)
     except StorageError as exc:
         s.set_data(None)
         await s.reply(exc.code, f"{exc.reason}.")
         return
     path = posixpath.join(directory, name)
     # RFC 1123 4.1.2.9: "150 FILE: name"
-    await _upload(s, cmd, path, fh, done_text=f"Transfer complete (unique file name: {name}).",
+    await _upload(s, cmd, path, upload, done_text=f"Transfer complete (unique file name: {name}).",
                   opening=f"FILE: {name}")
 
 
