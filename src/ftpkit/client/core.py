@@ -19,6 +19,7 @@ from ftpkit.client.control import Control
 from ftpkit.client.errors import ControlConnectionError, DataConnectionError, LocalError, ReplyError
 from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.commands import Command
+from ftpkit.protocol.features import parse_features
 from ftpkit.protocol.listing import parse_mlst_time
 from ftpkit.protocol.listparse import Entry, parse_listing, parse_mlsx_line
 from ftpkit.protocol.replies import Reply
@@ -94,14 +95,7 @@ class FTPClient:
     async def features(self) -> dict[str, str]:
         """FEAT as {feature: parameters}, e.g. {"MLST": "type*;size*;", "UTF8": ""} (empty if refused)."""
         if self._features is None:
-            reply = await self.control.command("FEAT")
-            feats: dict[str, str] = {}
-            if reply.code == 211:
-                for line in reply.lines[1:-1]:
-                    name, _, params = line.strip().partition(" ")
-                    if name:
-                        feats[name.upper()] = params
-            self._features = feats
+            self._features = parse_features(await self.control.command("FEAT"))
         return self._features
 
     async def quit(self) -> None:

@@ -17,6 +17,7 @@ from ftpkit.diagnosis import Finding
 from ftpkit.doctor.diagnose import diagnose
 from ftpkit.doctor.model import Check, DoctorReport, Facts
 from ftpkit.doctor.probes import Session, SessionSpoiled, probe_active, probe_passive, reply_text, tcp_connect, timed
+from ftpkit.protocol.features import parse_features
 from ftpkit.protocol.hostport import DataMode, plain_ip
 from ftpkit.tls import cipher_name
 
@@ -198,8 +199,7 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
         async with timed(checks["features"]) as check:
             session.check = check
             syst = reply_text(await session.command("SYST"))
-            feat = await session.command("FEAT")
-            names = [line.strip().split(" ")[0] for line in feat.lines[1:-1]] if feat.code == 211 else []
+            names = list(parse_features(await session.command("FEAT")))
             if "UTF8" in names:
                 await session.command("OPTS", "UTF8 ON")
             facts.probe_offered = "FTPKIT-PROBE" in names
