@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from ftpkit.client import Client, ClientOptions, ReplyError
 from ftpkit.client.url import URLError, parse_url
+from scriptedftp import scripted_server
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
 
@@ -48,6 +50,17 @@ def test_errors_are_one_line_with_exit_1(server, tmp_path):
     assert refused.stderr.strip() == "ftpkit: control connection to 127.0.0.1:1 refused: nothing listens on port 1"
     for result in (missing, login, refused):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pwd_reply_without_a_quoted_path_is_a_one_line_error():
+    with scripted_server({"PWD": b"257 /home/joe is the current directory\r\n"}) as (port, _), \
+            Client(ClientOptions(timeout=5.0)) as ftp:
+        ftp.connect("127.0.0.1", port)
+        ftp.login("joe", "x")
+        with pytest.raises(ReplyError) as failed:
+            ftp.pwd()
+    assert str(failed.value) == ("PWD failed: 257 /home/joe is the current directory. The reply names no directory "
+                                 "in quotes (RFC 959).")
 
 
 def test_active_refused_names_data_connection_and_fallback_works(server, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from ftpkit.client import Client, ClientOptions
 from ftpkit.client.url import parse_url
 from ftpkit.doctor import DoctorOptions, run_doctor
+from scriptedftp import scripted_server
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
 
@@ -64,42 +65,6 @@ def fake_server(greeting: bytes | None) -> Iterator[int]:
         listener.close()
         for conn in held:
             conn.close()
-
-
-@contextmanager
-def scripted_server(replies: dict[str, bytes]) -> Iterator[tuple[int, list[str]]]:
-    """A TCP server on loopback that greets, logs in anyone and answers each verb with ``replies[verb]`` (502 when
-    not given); yields its port and the command lines it received, from every connection, in order."""
-    answers = {"USER": b"331 Password.\r\n", "PASS": b"230 Logged in.\r\n", "SYST": b"215 UNIX Type: L8\r\n",
-               "OPTS": b"200 OK.\r\n", "QUIT": b"221 Bye.\r\n", **replies}
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    received: list[str] = []
-
-    def session(conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 Scripted.\r\n")
-            for raw in lines:
-                line = raw.decode().rstrip("\r\n")
-                received.append(line)
-                conn.sendall(answers.get(line.split(" ")[0].upper(), b"502 Not here.\r\n"))
-                if line.upper() == "QUIT":
-                    return
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=session, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1], received
-    finally:
-        listener.close()
 
 
 def test_client_and_doctor_read_feat_alike():

@@ -19,6 +19,8 @@ from ftpkit.protocol import Reply, ReplyError, ReplyReader, format_257_path, for
     ('""', ""),
     ('"/日本語/フォルダ" created', "/日本語/フォルダ"),
     ('MKD command successful: "/new"', "/new"),
+    ('"/a"b" is your current location', '/a"b'),  # pure-ftpd does not double quotes
+    ('"/日本"語" : The directory was successfully created', '/日本"語'),
 ])
 def test_parse(text, path):
     assert parse_257_path(text) == path
