@@ -45,3 +45,18 @@ def scripted_server(replies: dict[str, bytes]) -> Iterator[tuple[int, list[str]]
         with suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
         listener.close()
+
+
+@contextmanager
+def dropping_listener(address: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+    """A port on ``address`` whose SYNs go unanswered, as behind a firewall that drops them: a listener with a
+    backlog of 0 whose one queue place is taken (Linux drops a SYN when the accept queue is full). Yields the port."""
+    listener = socket.socket()
+    listener.bind((address, port))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname()[:2], timeout=5)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        filler.close()
+        listener.close()

@@ -16,7 +16,7 @@ import pytest
 from ftpkit.client import Client, ClientOptions
 from ftpkit.client.url import parse_url
 from ftpkit.doctor import DoctorOptions, run_doctor
-from scriptedftp import scripted_server
+from scriptedftp import dropping_listener, scripted_server
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
 
@@ -109,6 +109,14 @@ def test_control_refused():
         report = doctor(f"ftp://127.0.0.1:{port}/")
     assert codes(report) == ["control-refused"]
     assert status(report)["greeting"] == "skipped"
+
+
+def test_control_dropped():
+    with dropping_listener() as port:
+        report = doctor(f"ftp://127.0.0.1:{port}/", timeout=0.3)
+    assert codes(report) == ["control-timeout"]
+    control = next(c for c in report.checks if c.name == "control")
+    assert control.sequence == [f"=== connect 127.0.0.1:{port} -> timeout"]
 
 
 def test_not_ftp():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Literal
 
 from ftpkit.client.control import NotFTPError
 from ftpkit.client.errors import ControlConnectionError
+from ftpkit.client.net import resolve
 from ftpkit.client.options import ClientOptions
 from ftpkit.client.session import credentials
 from ftpkit.client.url import FTPURL
@@ -163,13 +163,12 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
     # 1. resolve
     async with timed(checks["resolve"]) as check:
         try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
-                url.host, url.port, type=socket.SOCK_STREAM), options.timeout)
+            addresses = await resolve(url.host, url.port, options.timeout)
         except (socket.gaierror, TimeoutError) as exc:
             error = getattr(exc, "strerror", None) or "no answer"
             check.say("fail", "resolve-fail", host=url.host, error=error)
             return [Finding("dns-failure", params={"host": url.host}, evidence=(f"{url.host}: {error}",))]
-        facts.addresses = list(dict.fromkeys(plain_ip(str(info[4][0])) for info in infos))
+        facts.addresses = list(dict.fromkeys(plain_ip(address) for address in addresses))
         check.say("pass", "resolve-ok", host=url.host, addresses=", ".join(facts.addresses))
     # 2. control connection
     async with timed(checks["control"]) as check:
