@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import realservers
+from conftest import IN_CI
+from ftpkit.client import Client, ClientOptions, ReplyError
 from ftpkit.client.url import URLError, parse_url
+from scriptedftp import dropping_listener, scripted_server
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
 
@@ -48,6 +54,58 @@ def test_errors_are_one_line_with_exit_1(server, tmp_path):
     assert refused.stderr.strip() == "ftpkit: control connection to 127.0.0.1:1 refused: nothing listens on port 1"
     for result in (missing, login, refused):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pwd_reply_without_a_quoted_path_is_a_one_line_error():
+    with scripted_server({"PWD": b"257 /home/joe is the current directory\r\n"}) as (port, _), \
+            Client(ClientOptions(timeout=5.0)) as ftp:
+        ftp.connect("127.0.0.1", port)
+        ftp.login("joe", "x")
+        with pytest.raises(ReplyError) as failed:
+            ftp.pwd()
+    assert str(failed.value) == ("PWD failed: 257 /home/joe is the current directory. The reply names no directory "
+                                 "in quotes (RFC 959).")
+
+
+def test_dropped_control_connection_is_a_timeout_not_a_refusal():
+    with dropping_listener() as port:
+        dropped = ftpkit("ls", "--timeout", "0.5", f"ftp://127.0.0.1:{port}/")
+    assert dropped.returncode == 1
+    assert dropped.stderr.strip() == (f"ftpkit: control connection to 127.0.0.1:{port} timed out after 0.5 s: a "
+                                      "firewall drops it or the host is down")
+
+
+def in_hosts_namespace(hosts: Path, *argv: str) -> subprocess.CompletedProcess:
+    """``argv`` in a private mount namespace whose /etc/hosts is ``hosts``."""
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(hosts), *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_name_whose_first_address_drops_the_connection(servers, tree, tmp_path):
+    """The client, like the doctor, tries a host name's next address when one drops the connection (one helper)."""
+    if not realservers.can_bind_mount():
+        message = "a private mount namespace for /etc/hosts needs root and unshare"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 two.ftpkit.test\n127.0.0.2 two.ftpkit.test\n")
+    order = in_hosts_namespace(hosts, sys.executable, "-c", "import socket; print(*dict.fromkeys(i[4][0] for i in "
+                               "socket.getaddrinfo('two.ftpkit.test', 21, type=socket.SOCK_STREAM)))")
+    first, second = order.stdout.split()  # the resolver's order of preference
+    with dropping_listener(first) as port:
+        srv = servers.start(tree, host=second, port=port, users=["alice:secret"])
+        url = f"ftp://alice:secret@two.ftpkit.test:{srv.port}/"
+        ls = in_hosts_namespace(hosts, *FTPKIT, "ls", "--timeout", "1", url)
+        doctor = in_hosts_namespace(hosts, *FTPKIT, "doctor", "--json", "--timeout", "1", "--mode", "passive", url)
+    assert ls.returncode == 0, ls.stderr
+    assert "hello.txt" in ls.stdout.splitlines()
+    assert ls.stderr.strip() == (f"ftpkit: note: control connection to {first}:{port}: no answer within 1 s; trying "
+                                 f"{second}")
+    control = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "control")
+    assert control["status"] == "pass"
+    assert control["sequence"] == [f"=== connect {first}:{port} -> timeout", f"=== connect {second}:{port} -> ok"]
 
 
 def test_active_refused_names_data_connection_and_fallback_works(server, tmp_path):

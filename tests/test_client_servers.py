@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import subprocess
 import sys
@@ -270,6 +271,24 @@ def test_extra_configuration(real_servers: RealServers, served_root: Path, tmp_p
     with Client(options("passive-epsv")) as ftp:
         greeting = ftp.connect(srv.host, srv.port)
         assert greeting.code == 220 and banner in greeting.text, greeting
+
+
+@servers
+def test_directory_names_with_quotes(real_servers: RealServers, served_root: Path, server_name: str) -> None:
+    """RFC 959 appendix II: a quote in the path of a 257 reply is doubled; pwd reads it back from every server.
+    pure-ftpd does not double quotes: only a quote followed by more of the name can be told from the closing one."""
+    srv = real_servers.start(server_name, served_root)
+    names = ['a"b', '日本"語'] if server_name == "pure-ftpd" else ['a"b', 'say "hi" there', '"', '日本"語']
+    log = Transcript()
+    with Client(options("passive-epsv", log)) as ftp:
+        login(ftp, srv)
+        home = ftp.pwd()
+        for name in names:
+            ftp.mkdir(name)
+            ftp.cwd(name)
+            assert ftp.pwd() == posixpath.join(home, name), log.text()
+            ftp.cwd(home)
+    assert all((served_root / name).is_dir() for name in names)
 
 
 # --- mirror --------------------------------------------------------------------------------------------------------

@@ -133,3 +133,13 @@ def test_shell_script_without_failures_exits_zero(server, tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "inner.txt").read_bytes() == b"inner\n"
+
+
+def test_shell_pwd_quotes_a_directory_with_quotes(server, tmp_path):
+    """RFC 959 appendix II: the path a 257 reply names is in quotes, quotes inside doubled; the shell prints it so."""
+    script = 'mkdir say "hi"\ncd say "hi"\npwd\nbye\n'
+    result = subprocess.run([*FTPKIT, "shell", f"ftp://alice:secret@127.0.0.1:{server.port}"], input=script,
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (server.root / 'say "hi"').is_dir()
+    assert '"/say ""hi""" is the current directory.' in result.stdout.splitlines()

@@ -13,8 +13,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from ftpkit.client import Client, ClientOptions
 from ftpkit.client.url import parse_url
 from ftpkit.doctor import DoctorOptions, run_doctor
+from scriptedftp import dropping_listener, scripted_server
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
 
@@ -65,6 +67,26 @@ def fake_server(greeting: bytes | None) -> Iterator[int]:
             conn.close()
 
 
+def test_client_and_doctor_read_feat_alike():
+    """Feature names are case-insensitive (RFC 2389): the client and the doctor read the same list from one codec."""
+    feat = b"211-Features:\r\n mlst type*;size*;modify*;\r\n utf8\r\n Epsv\r\n ftpkit-probe WHOAMI\r\n211 End\r\n"
+    with scripted_server({"FEAT": feat}) as (port, received):
+        with Client(ClientOptions(timeout=2.0)) as ftp:
+            ftp.connect("127.0.0.1", port)
+            ftp.login("joe", "x")
+            client_features = ftp.features()
+            client_sent = list(received)
+        received.clear()
+        report = doctor(f"ftp://joe:x@127.0.0.1:{port}/", modes=("passive",))
+    assert client_features == {"MLST": "type*;size*;modify*;", "UTF8": "", "EPSV": "", "FTPKIT-PROBE": "WHOAMI"}
+    assert "OPTS UTF8 ON" in client_sent
+    features = next(c for c in report.checks if c.name == "features")
+    assert (features.status, features.params["feat"], features.params["utf8"]) == \
+        ("pass", "MLST UTF8 EPSV FTPKIT-PROBE", "True")
+    assert "OPTS UTF8 ON" in received and "SITE WHOAMI" in received
+    assert report.facts.probe_offered
+
+
 def test_healthy_ftpkit_server(server):
     report = doctor(f"ftp://127.0.0.1:{server.port}/")
     assert codes(report) == ["healthy"]
@@ -87,6 +109,14 @@ def test_control_refused():
         report = doctor(f"ftp://127.0.0.1:{port}/")
     assert codes(report) == ["control-refused"]
     assert status(report)["greeting"] == "skipped"
+
+
+def test_control_dropped():
+    with dropping_listener() as port:
+        report = doctor(f"ftp://127.0.0.1:{port}/", timeout=0.3)
+    assert codes(report) == ["control-timeout"]
+    control = next(c for c in report.checks if c.name == "control")
+    assert control.sequence == [f"=== connect 127.0.0.1:{port} -> timeout"]
 
 
 def test_not_ftp():

@@ -18,6 +18,7 @@ import realservers
 from conftest import require_peer
 from ftpkit.cli.cert import write_self_signed
 from ftpkit.client import Client, ClientOptions
+from ftpkit.protocol.features import parse_features
 from ftpkit.protocol.hostport import parse_epsv
 from rawftp import Raw, read_all
 
@@ -199,8 +200,8 @@ def test_tls_required_rules(tls_server, cert):
     c.cmd("EPSV")
     assert c.cmd("RETR hello.txt").code == 521
     assert c.cmd("PROT S").code == 536
-    feat = Raw("127.0.0.1", tls_server.port).cmd("FEAT").text
-    assert "AUTH TLS" in feat and "PBSZ" in feat and "PROT" in feat
+    feat = parse_features(Raw("127.0.0.1", tls_server.port).cmd("FEAT"))
+    assert (feat["AUTH"], feat["PBSZ"], feat["PROT"]) == ("SSL;TLS", "", "")
 
 
 def test_commands_pipelined_behind_auth_are_discarded(tls_server, cert):

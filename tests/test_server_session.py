@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from ftpkit.protocol.features import parse_features
 from ftpkit.protocol.listing import parse_facts
 from rawftp import Raw, read_all
 
@@ -18,9 +19,11 @@ def test_greeting_and_info_commands(server):
     assert c.cmd("SYST").text == "UNIX Type: L8"
     feat = c.cmd("FEAT")
     assert feat.code == 211
-    features = {line.strip() for line in feat.lines[1:-1]}
-    assert {"EPRT", "EPSV", "PASV", "MDTM", "SIZE", "UTF8", "REST STREAM", "TVFS"} <= features
-    assert any(f.startswith("MLST type*;size*;modify*;perm*;unique*;") for f in features)
+    features = parse_features(feat)
+    expected = {"EPRT": "", "EPSV": "", "PASV": "", "MDTM": "", "SIZE": "", "UTF8": "", "REST": "STREAM", "TVFS": ""}
+    assert expected.items() <= features.items()
+    assert features["MLST"].startswith("type*;size*;modify*;perm*;unique*;")
+    assert "AUTH" not in features  # no TLS configured
     assert c.cmd("OPTS UTF8 ON").code == 200
     help_reply = c.cmd("HELP")
     assert help_reply.code == 214 and "RETR" in help_reply.text and "EPSV" in help_reply.text

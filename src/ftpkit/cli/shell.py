@@ -29,6 +29,7 @@ from ftpkit.client.options import ClientOptions
 from ftpkit.client.session import credentials
 from ftpkit.client.sync import Client
 from ftpkit.client.url import URLError, parse_url
+from ftpkit.protocol.pathname import format_257_path
 
 HISTORY = os.path.expanduser("~/.ftpkit_history")
 
@@ -297,7 +298,7 @@ class FTPShell(cmd.Cmd):
         if client is not None:
             path = self.run(client.pwd)
             if path is not None and not self.verbose:
-                self.say(f'"{path}" is the current directory.')
+                self.say(f"{format_257_path(path)} is the current directory.")
 
     def do_lcd(self, line: str) -> None:
         """lcd [dir]: change the local directory."""

@@ -8,6 +8,7 @@ import socket
 import ssl
 
 from ftpkit.client.errors import ControlConnectionError
+from ftpkit.client.net import ConnectFailed, connect, resolve
 from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.conversation import Answer, ClientConversation
@@ -48,28 +49,40 @@ class Control:
         self.host, self.port = host, port
         timeout = self.options.timeout
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), timeout)
-        except TimeoutError:
-            raise ControlConnectionError(
-                f"control connection to {host}:{port} timed out after {timeout:g} s: a firewall drops it or the "
-                "host is down") from None
-        except ConnectionRefusedError:
-            raise ControlConnectionError(
-                f"control connection to {host}:{port} refused: nothing listens on port {port}") from None
+            addresses = await resolve(host, port, timeout)
         except socket.gaierror as exc:
             err = ControlConnectionError(f"cannot resolve host name {host!r}: {exc.strerror}")
             err.transient = False
             raise err from None
-        except OSError as exc:
-            raise ControlConnectionError(f"control connection to {host}:{port} failed: {exc.strerror or exc}") from None
-        self.stream = ControlStream(reader, writer)
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
-        self.peer_ip, self.local_ip = plain_ip(peer[0]), plain_ip(local[0])
-        self.options.transcript("===", f"control connection {self.local_ip}:{local[1]} -> {self.peer_ip}:{peer[1]}")
+        except TimeoutError:
+            raise ControlConnectionError(f"cannot resolve host name {host!r}: no answer within {timeout:g} s") from None
+        sock = await self._connect_first(host, port, addresses)
+        await self.adopt(sock, server_hostname=host)
+        local = sock.getsockname()
+        self.options.transcript("===", f"control connection {self.local_ip}:{local[1]} -> {self.peer_ip}:{port}")
         if self.options.tls == "implicit":
             await self.start_tls()
         return await self.read_reply()
+
+    async def _connect_first(self, host: str, port: int, addresses: list[str]) -> socket.socket:
+        """The first of the host's addresses that accepts; each one is tried for the whole timeout."""
+        timeout = self.options.timeout
+        failure = ConnectFailed("error", "the name has no address")
+        for i, address in enumerate(addresses):
+            try:
+                return await connect(address, port, timeout)
+            except ConnectFailed as exc:
+                failure = exc
+                if i + 1 < len(addresses):
+                    self.options.transcript("!!!", f"control connection to {address}:{port}: {exc.detail}; trying "
+                                                   f"{addresses[i + 1]}")
+        if failure.outcome == "timeout":
+            raise ControlConnectionError(
+                f"control connection to {host}:{port} timed out after {timeout:g} s: a firewall drops it or the "
+                "host is down")
+        if failure.outcome == "refused":
+            raise ControlConnectionError(f"control connection to {host}:{port} refused: nothing listens on port {port}")
+        raise ControlConnectionError(f"control connection to {host}:{port} failed: {failure.detail}")
 
     @property
     def writer(self) -> ControlStream | None:

@@ -19,8 +19,11 @@ from ftpkit.client.control import Control
 from ftpkit.client.errors import ControlConnectionError, DataConnectionError, LocalError, ReplyError
 from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.commands import Command
+from ftpkit.protocol.errors import ProtocolError
+from ftpkit.protocol.features import parse_features
 from ftpkit.protocol.listing import parse_mlst_time
 from ftpkit.protocol.listparse import Entry, parse_listing, parse_mlsx_line
+from ftpkit.protocol.pathname import parse_257_path
 from ftpkit.protocol.replies import Reply
 
 Progress = Callable[[int], None]
@@ -94,14 +97,7 @@ class FTPClient:
     async def features(self) -> dict[str, str]:
         """FEAT as {feature: parameters}, e.g. {"MLST": "type*;size*;", "UTF8": ""} (empty if refused)."""
         if self._features is None:
-            reply = await self.control.command("FEAT")
-            feats: dict[str, str] = {}
-            if reply.code == 211:
-                for line in reply.lines[1:-1]:
-                    name, _, params = line.strip().partition(" ")
-                    if name:
-                        feats[name.upper()] = params
-            self._features = feats
+            self._features = parse_features(await self.control.command("FEAT"))
         return self._features
 
     async def quit(self) -> None:
@@ -136,21 +132,10 @@ class FTPClient:
 
     async def pwd(self) -> str:
         reply = await self._ok("PWD", codes=(257,))
-        text = reply.text
-        if text.startswith('"'):
-            end = 1
-            out = []
-            while end < len(text):
-                if text[end] == '"':
-                    if text[end + 1:end + 2] == '"':
-                        out.append('"')
-                        end += 2
-                        continue
-                    break
-                out.append(text[end])
-                end += 1
-            return "".join(out)
-        return text.split()[0]
+        try:
+            return parse_257_path(reply.text)
+        except ProtocolError:
+            raise ReplyError("PWD", reply, hint="The reply names no directory in quotes (RFC 959).") from None
 
     async def cwd(self, path: str) -> Reply:
         return await self._ok("CWD", path)

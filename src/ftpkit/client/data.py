@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from ftpkit.client.control import Control
 from ftpkit.client.errors import DataConnectionError, ReplyError
+from ftpkit.client.net import ConnectFailed, connect
 from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.protocol.errors import HostPortError
@@ -164,25 +165,13 @@ async def announce_active(control: Control, modes: SessionModes, options: Client
 async def connect_passive(plan: Plan, timeout: float) -> socket.socket:
     assert plan.target is not None
     target = plan.target
-    family = socket.AF_INET6 if target.family == 2 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
     try:
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (target.host, target.port)), timeout)
-    except TimeoutError:
-        sock.close()
-        raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) timed "
-                                  f"out after {timeout:g} s: a firewall drops it or the passive range is not open",
-                                  plan.reply) from None
-    except ConnectionRefusedError:
-        sock.close()
+        return await connect(target.host, target.port, timeout)
+    except ConnectFailed as exc:
+        what = {"timeout": f"timed out after {timeout:g} s: a firewall drops it or the passive range is not open",
+                "refused": "was refused (RST): nothing listens there"}.get(exc.outcome, f"failed: {exc.detail}")
         raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) "
-                                  "was refused (RST): nothing listens there", plan.reply) from None
-    except OSError as exc:
-        sock.close()
-        raise DataConnectionError("passive", plan.method, f"connecting to {target} ({explain_port(target.port)}) "
-                                  f"failed: {exc.strerror or exc}", plan.reply) from None
-    return sock
+                                  f"{what}", plan.reply) from None
 
 
 async def accept_active(plan: Plan, timeout: float) -> socket.socket:

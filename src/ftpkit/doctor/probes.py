@@ -16,6 +16,7 @@ from dataclasses import replace
 from ftpkit.client.control import Control
 from ftpkit.client.data import receive, wrap_tls
 from ftpkit.client.errors import ControlConnectionError
+from ftpkit.client.net import ConnectFailed, connect
 from ftpkit.client.options import ClientOptions
 from ftpkit.doctor.model import ActiveProbe, Check, Facts, Outcome, PassiveProbe
 from ftpkit.protocol.errors import HostPortError
@@ -42,22 +43,11 @@ async def timed(check: Check) -> AsyncIterator[Check]:
 
 
 async def tcp_connect(host: str, port: int, timeout: float) -> tuple[Outcome, socket.socket | None, str]:
-    """Connect and tell a refusal (RST) from a silent drop (timeout)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
+    """Connect as the client does, telling a refusal (RST) from a silent drop (timeout): (outcome, socket, detail)."""
     try:
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
-    except TimeoutError:
-        sock.close()
-        return "timeout", None, f"no answer within {timeout:g} s"
-    except ConnectionRefusedError:
-        sock.close()
-        return "refused", None, "refused (RST)"
-    except OSError as exc:
-        sock.close()
-        return "error", None, exc.strerror or str(exc)
-    return "ok", sock, "connected"
+        return "ok", await connect(host, port, timeout), "connected"
+    except ConnectFailed as exc:
+        return exc.outcome, None, exc.detail
 
 
 def reply_text(reply: Reply) -> str:

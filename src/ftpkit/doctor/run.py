@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Literal
 
 from ftpkit.client.control import NotFTPError
 from ftpkit.client.errors import ControlConnectionError
+from ftpkit.client.net import resolve
 from ftpkit.client.options import ClientOptions
 from ftpkit.client.session import credentials
 from ftpkit.client.url import FTPURL
@@ -17,6 +17,7 @@ from ftpkit.diagnosis import Finding
 from ftpkit.doctor.diagnose import diagnose
 from ftpkit.doctor.model import Check, DoctorReport, Facts
 from ftpkit.doctor.probes import Session, SessionSpoiled, probe_active, probe_passive, reply_text, tcp_connect, timed
+from ftpkit.protocol.features import parse_features
 from ftpkit.protocol.hostport import DataMode, plain_ip
 from ftpkit.tls import cipher_name
 
@@ -162,13 +163,12 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
     # 1. resolve
     async with timed(checks["resolve"]) as check:
         try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
-                url.host, url.port, type=socket.SOCK_STREAM), options.timeout)
+            addresses = await resolve(url.host, url.port, options.timeout)
         except (socket.gaierror, TimeoutError) as exc:
             error = getattr(exc, "strerror", None) or "no answer"
             check.say("fail", "resolve-fail", host=url.host, error=error)
             return [Finding("dns-failure", params={"host": url.host}, evidence=(f"{url.host}: {error}",))]
-        facts.addresses = list(dict.fromkeys(plain_ip(str(info[4][0])) for info in infos))
+        facts.addresses = list(dict.fromkeys(plain_ip(address) for address in addresses))
         check.say("pass", "resolve-ok", host=url.host, addresses=", ".join(facts.addresses))
     # 2. control connection
     async with timed(checks["control"]) as check:
@@ -198,8 +198,7 @@ async def _steps(url: FTPURL, password: str, options: DoctorOptions, facts: Fact
         async with timed(checks["features"]) as check:
             session.check = check
             syst = reply_text(await session.command("SYST"))
-            feat = await session.command("FEAT")
-            names = [line.strip().split(" ")[0] for line in feat.lines[1:-1]] if feat.code == 211 else []
+            names = list(parse_features(await session.command("FEAT")))
             if "UTF8" in names:
                 await session.command("OPTS", "UTF8 ON")
             facts.probe_offered = "FTPKIT-PROBE" in names

@@ -6,6 +6,7 @@ Every other part of ftpkit (server, client, doctor, capture analyzer) calls thes
 from ftpkit.protocol.commands import BadLine, Command, CommandReader, LineTooLong, format_command
 from ftpkit.protocol.conversation import Answer, ClientConversation, ServerConversation
 from ftpkit.protocol.errors import CommandError, HostPortError, ProtocolError, ReplyError, StateError
+from ftpkit.protocol.features import format_features, parse_features
 from ftpkit.protocol.hostport import (
     HostPort,
     explain_port,
@@ -19,6 +20,7 @@ from ftpkit.protocol.hostport import (
     parse_pasv,
     parse_port,
 )
+from ftpkit.protocol.pathname import format_257_path, parse_257_path
 from ftpkit.protocol.replies import MalformedReply, Reply, ReplyReader, format_reply
 
 __all__ = [
@@ -39,15 +41,19 @@ __all__ = [
     "ServerConversation",
     "StateError",
     "explain_port",
+    "format_257_path",
     "format_command",
     "format_eprt",
     "format_epsv",
+    "format_features",
     "format_pasv",
     "format_port",
     "format_reply",
+    "parse_257_path",
     "parse_eprt",
     "parse_epsv",
     "parse_epsv_arg",
+    "parse_features",
     "parse_pasv",
     "parse_port",
 ]

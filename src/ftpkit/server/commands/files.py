@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftpkit.protocol.listing import Facts, mlst_time
+from ftpkit.protocol.pathname import format_257_path
 from ftpkit.server.commands.table import command
 from ftpkit.server.listings import mlst_line
 from ftpkit.server.storage import StorageError
@@ -12,11 +13,6 @@ from ftpkit.server.storage import StorageError
 if TYPE_CHECKING:
     from ftpkit.protocol.commands import Command
     from ftpkit.server.session import Session
-
-
-def quote(path: str) -> str:
-    """A path inside a 257 reply: in double quotes, embedded quotes doubled (RFC 959 appendix II)."""
-    return '"' + path.replace('"', '""') + '"'
 
 
 async def _change_dir(s: Session, target: str) -> None:
@@ -45,7 +41,7 @@ async def cdup(s: Session, cmd: Command) -> None:
 
 @command("PWD", "XPWD", arg="none")
 async def pwd(s: Session, cmd: Command) -> None:
-    await s.reply(257, f"{quote(s.cwd)} is the current directory.")
+    await s.reply(257, f"{format_257_path(s.cwd)} is the current directory.")
 
 
 @command("MKD", "XMKD", arg="required", write=True, syntax="MKD path")
@@ -57,7 +53,7 @@ async def mkd(s: Session, cmd: Command) -> None:
     except StorageError as exc:
         await s.reply(550, f"Create directory failed: {exc.reason}.")
         return
-    await s.reply(257, f"{quote(path)} created.")
+    await s.reply(257, f"{format_257_path(path)} created.")
 
 
 @command("RMD", "XRMD", arg="required", write=True, syntax="RMD path")

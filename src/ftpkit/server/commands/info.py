@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ftpkit import __version__
+from ftpkit.protocol.features import format_features
 from ftpkit.protocol.listing import MLST_FACTS
 from ftpkit.server.commands.table import COMMANDS, command
 from ftpkit.server.listings import list_lines, split_list_arg
@@ -16,16 +17,16 @@ if TYPE_CHECKING:
     from ftpkit.server.session import Session
 
 FEATURES = (
-    "EPRT",
-    "EPSV",
-    "MDTM",
-    "MLST " + "".join(f"{fact}*;" for fact in MLST_FACTS),
-    "PASV",
-    "REST STREAM",
-    "SIZE",
-    "TVFS",
-    "UTF8",
-    "FTPKIT-PROBE WHOAMI;LASTPORT",
+    ("EPRT", ""),
+    ("EPSV", ""),
+    ("MDTM", ""),
+    ("MLST", "".join(f"{fact}*;" for fact in MLST_FACTS)),
+    ("PASV", ""),
+    ("REST", "STREAM"),
+    ("SIZE", ""),
+    ("TVFS", ""),
+    ("UTF8", ""),
+    ("FTPKIT-PROBE", "WHOAMI;LASTPORT"),
 )
 """``FTPKIT-PROBE``: ``SITE WHOAMI`` tells the client its address as this server sees it, ``SITE LASTPORT`` the last
 PORT/EPRT command as this server received it. ``ftpkit doctor`` uses them to prove a NAT between client and server and
@@ -42,13 +43,14 @@ async def noop(s: Session, cmd: Command) -> None:
     await s.reply(200, "NOOP ok.")
 
 
-TLS_FEATURES = ("AUTH TLS", "AUTH SSL", "PBSZ", "PROT")
+TLS_FEATURES = (("AUTH", "TLS"), ("AUTH", "SSL"), ("PBSZ", ""), ("PROT", ""))
 
 
 @command("FEAT", login=False, arg="none")
 async def feat(s: Session, cmd: Command) -> None:
     features = FEATURES + (TLS_FEATURES if s.shared.tls_context is not None and s.cfg.tls != "off" else ())
-    await s.reply(211, ["Features:", *(" " + f for f in sorted(features)), "End"])
+    reply = format_features(sorted(features))
+    await s.reply(reply.code, list(reply.lines))
 
 
 @command("OPTS", login=False, arg="required", syntax="OPTS UTF8 ON | OPTS MLST facts")
