@@ -6,6 +6,8 @@ import codecs
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ftpkit.protocol.portrange import PortRangeError, parse_port_range
+
 Transcript = Callable[[str, str], None]
 """Called with (direction, text): ``-->`` a command sent, ``<--`` a reply line, ``===`` a data connection event,
 ``!!!`` a notice (a substituted address, a fallback). Passwords are masked before this sees them."""
@@ -48,9 +50,10 @@ class ClientOptions:
         if self.tls not in ("off", "explicit", "optional", "implicit"):
             raise ValueError(f"tls: {self.tls!r} is not one of off, explicit, optional, implicit")
         if self.active_ports is not None:
-            low, high = self.active_ports
-            if not 1024 <= low <= high <= 65535:
-                raise ValueError(f"active_ports: {low}-{high} is not low-high within 1024-65535")
+            try:
+                object.__setattr__(self, "active_ports", parse_port_range(self.active_ports))
+            except PortRangeError as exc:
+                raise ValueError(f"active_ports: {exc}") from None
 
     @property
     def mode(self) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ftpkit.protocol.portrange import PortRangeError, parse_port_range
+
 
 class ConfigError(ValueError):
     """A configuration value that is not allowed; ``str()`` is the one line shown to the user."""
@@ -134,15 +136,11 @@ def _host(name: str, value: Any) -> str:
     return _ip(name, text)
 
 
-def parse_port_range(name: str, value: Any) -> tuple[int, int]:
-    text = f"{value[0]}-{value[1]}" if isinstance(value, list | tuple) and len(value) == 2 else str(value).strip()
-    low_text, dash, high_text = text.partition("-")
-    if not dash or not low_text.strip().isdigit() or not high_text.strip().isdigit():
-        raise ConfigError(name, f"{text!r} is not low-high within 1024-65535")
-    low, high = int(low_text), int(high_text)
-    if not 1024 <= low <= high <= 65535:
-        raise ConfigError(name, f"{text!r} is not low-high within 1024-65535")
-    return low, high
+def _port_range(name: str, value: Any) -> tuple[int, int]:
+    try:
+        return parse_port_range(value)
+    except PortRangeError as exc:
+        raise ConfigError(name, str(exc)) from None
 
 
 def _masquerade_map(name: str, value: Any) -> tuple[tuple[Any, str], ...]:
@@ -207,7 +205,7 @@ def validate(values: Mapping[str, Any]) -> ServerConfig:
             case "port":
                 v[key] = _int(key, raw, 0, 65535)
             case "passive_ports":
-                v[key] = parse_port_range(key, raw)
+                v[key] = _port_range(key, raw)
             case "masquerade_address":
                 v[key] = _ip(key, raw)
             case "masquerade_map":
