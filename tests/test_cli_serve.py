@@ -58,6 +58,24 @@ def test_serve_without_arguments_serves_cwd_read_only(tree):
         assert stop(proc) == 0
 
 
+def test_serve_slash(tmp_path):
+    (tmp_path / "made-for-slash.txt").write_bytes(b"slash\n")
+    proc, port, line = start_serve(["/"], tmp_path)
+    try:
+        assert "anonymous read-only" in line
+        ftp = ftplib.FTP()
+        ftp.connect("127.0.0.1", port, timeout=10)
+        ftp.login()
+        ftp.cwd(str(tmp_path))
+        assert ftp.pwd() == str(tmp_path) and ftp.nlst() == ["made-for-slash.txt"]
+        got = io.BytesIO()
+        ftp.retrbinary("RETR made-for-slash.txt", got.write)
+        assert got.getvalue() == b"slash\n"
+        ftp.quit()
+    finally:
+        assert stop(proc) == 0
+
+
 def test_sigint_closes_idle_sessions_and_exits_zero(tree):
     proc, port, _ = start_serve(["--user", "bob:pw"], tree)
     ftp = ftplib.FTP()
