@@ -177,6 +177,22 @@ def test_a_setting_without_an_entry_in_the_table_fails():
         extended()
 
 
+def test_every_setting_has_its_meaning_in_serve_help_and_in_the_readme():
+    from ftpkit.server.config import FIELD_NAMES, SETTINGS
+
+    result = subprocess.run([*FTPKIT, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    shown = "".join(result.stdout.split())  # click wraps lines (also after a hyphen)
+    assert "seeREADME" not in shown
+    for name in FIELD_NAMES - {"root"}:  # root is the DIR argument
+        help_text = SETTINGS[name].help
+        assert help_text.strip() and "\n" not in help_text, name
+        assert "".join(help_text.split()) in shown, name
+    assert "controlport(0:anyfreeport)(default2121)" in shown and "(default50000-50100)" in shown
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert not [name for name in sorted(FIELD_NAMES) if f"`{name}`" not in readme]
+
+
 def test_bad_config_file_values(tmp_path):
     cfg = tmp_path / "ftpkit.toml"
     cfg.write_text('[server]\npassive_ports = "1-2"\n')
