@@ -79,7 +79,7 @@ class Session:
         self.previous_verb = ""
         self.data: DataChannel | None = None
         self.epsv_all = False
-        self.mlst_facts = MLST_FACTS  # OPTS MLST chooses the facts of MLSD and MLST lines (RFC 3659 7.9)
+        self.mlst_facts: tuple[str, ...] = MLST_FACTS  # chosen by OPTS MLST (RFC 3659 7.9)
         self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
         self.transfer: Transfer | None = None
         self.transfers = 0
