@@ -17,7 +17,6 @@ import pytest
 
 from ftpkit.server import FTPServer, validate
 from ftpkit.server.session import StorageFactory
-from ftpkit.server.storage import LocalStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_BIN = ROOT / ".peers" / "bin"
@@ -76,7 +75,7 @@ class ServerThread:
     def __init__(self) -> None:
         self.running: list[tuple[RunningServer, threading.Thread]] = []
 
-    def start(self, root: Path, storage_factory: StorageFactory = LocalStorage, **settings: Any) -> RunningServer:
+    def start(self, root: Path, storage_factory: StorageFactory | None = None, **settings: Any) -> RunningServer:
         settings.setdefault("host", "127.0.0.1")
         settings.setdefault("port", 0)
         settings.setdefault("passive_ports", passive_range())

@@ -86,6 +86,43 @@ def test_active_syn_unanswered_is_the_issue_example(tmp_path: Path) -> None:
     assert report.exit_code == 1
 
 
+PASSIVE_ONLY = ("passive port range", "パッシブ用ポート範囲")
+ACTIVE_ONLY = ("Use passive mode", "パッシブモードを使う")
+
+
+def test_advice_for_an_unanswered_syn_follows_the_mode_that_failed(tmp_path: Path) -> None:
+    active = Scenario()
+    active.exchange(b"PORT 198,18,1,2,156,65", b"200 PORT command successful.")
+    active.send(b"RETR a")
+    data = Tcp("198.19.1.2", 20, "198.18.1.2", 40001)
+    active.tl.add(data.syn(), data.syn(), gap=1)
+    active.reply(b"425 Failed to establish connection.", delay=3)
+    active.quit()
+    passive = Scenario()
+    passive.exchange(b"PASV", b"227 Entering Passive Mode (198,19,1,2,195,80).")
+    data = Tcp("198.18.1.2", 40002, "198.19.1.2", 50000)
+    passive.tl.add(data.syn(), data.syn(), gap=1)
+    passive.send(b"RETR a")
+    passive.reply(b"425 Failed to establish connection.", delay=3)
+    passive.quit()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "p").mkdir()
+    found_active = only(active.report(tmp_path / "a"), "data-syn-unanswered")
+    found_passive = only(passive.report(tmp_path / "p"), "data-syn-unanswered")
+    for lang in ("en", "ja"):
+        advice_active = found_active.advice(lang)
+        advice_passive = found_passive.advice(lang)
+        assert [side for side, _ in advice_active] == ["client"]
+        assert [side for side, _ in advice_passive] == ["server", "client"]
+        text_active = " ".join(text for _, text in advice_active)
+        text_passive = " ".join(text for _, text in advice_passive)
+        assert "198.18.1.2:40001" in text_active
+        assert not any(words in text_active for words in PASSIVE_ONLY), text_active
+        assert not any(words in text_passive for words in ACTIVE_ONLY), text_passive
+        assert any(words in text_passive for words in PASSIVE_ONLY)
+    assert (found_active.params["mode"], found_passive.params["mode"]) == ("active", "passive")
+
+
 def test_active_refused_by_rst(tmp_path: Path) -> None:
     s = Scenario()
     s.exchange(b"EPRT |1|198.18.1.2|40002|", b"200 EPRT command successful.")

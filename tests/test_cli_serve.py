@@ -58,6 +58,24 @@ def test_serve_without_arguments_serves_cwd_read_only(tree):
         assert stop(proc) == 0
 
 
+def test_serve_slash(tmp_path):
+    (tmp_path / "made-for-slash.txt").write_bytes(b"slash\n")
+    proc, port, line = start_serve(["/"], tmp_path)
+    try:
+        assert "anonymous read-only" in line
+        ftp = ftplib.FTP()
+        ftp.connect("127.0.0.1", port, timeout=10)
+        ftp.login()
+        ftp.cwd(str(tmp_path))
+        assert ftp.pwd() == str(tmp_path) and ftp.nlst() == ["made-for-slash.txt"]
+        got = io.BytesIO()
+        ftp.retrbinary("RETR made-for-slash.txt", got.write)
+        assert got.getvalue() == b"slash\n"
+        ftp.quit()
+    finally:
+        assert stop(proc) == 0
+
+
 def test_sigint_closes_idle_sessions_and_exits_zero(tree):
     proc, port, _ = start_serve(["--user", "bob:pw"], tree)
     ftp = ftplib.FTP()
@@ -106,6 +124,73 @@ def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"port": "abc"}, "port: 'abc' is not a whole number from 0 to 65535"),
+    ({"port": 70000}, "port: 70000 is not within 0-65535"),
+    ({"passive_ports": (50100, 50000)}, "passive_ports: '50100-50000' is not low-high within 1024-65535"),
+    ({"host": "not-an-ip"}, "host: 'not-an-ip' is not an IP address"),
+    ({"max_sessions": 0}, "max_sessions: 0 is not within 1-100000"),
+    ({"anonymous": "maybe"}, "anonymous: 'maybe' is not true or false"),
+    ({"anonymous_write": None}, "anonymous_write: None is not true or false"),
+    ({"idle_timeout": -1}, "idle_timeout: -1 is not within 0.001-86400 seconds"),
+    ({"banner": "two\nlines"}, "banner: must be one line of at most 200 characters"),
+    ({"tls": "required"}, "tls: 'required' needs tls_cert and tls_key (PEM files; `ftpkit cert` writes a pair)"),
+    ({"masquerade_address": "::1"}, "masquerade_address: must be an IPv4 address (it is announced in 227 replies)"),
+    ({"root": Path("/does/not/exist")}, "root: '/does/not/exist' is not a directory"),
+])
+def test_library_construction_is_validated_with_the_same_lines(values, message):
+    from ftpkit.server.config import ConfigError, ServerConfig, validate
+
+    with pytest.raises(ConfigError) as built:
+        ServerConfig(**values)
+    assert str(built.value) == message
+    if None not in values.values():  # validate() leaves None out (an unset flag)
+        with pytest.raises(ConfigError) as validated:
+            validate(values)
+        assert str(validated.value) == message
+
+
+def test_library_construction_normalises(tmp_path):
+    from ftpkit.server.config import QuickUser, ServerConfig
+
+    cfg = ServerConfig(root=str(tmp_path / "."), passive_ports="40000-40010", port="2121", anonymous="no",
+                       users="bob:pw", masquerade_map={"10.0.0.0/8": "203.0.113.1"}, idle_timeout="5")
+    assert cfg.root == tmp_path and cfg.passive_ports == (40000, 40010) and cfg.port == 2121
+    assert cfg.anonymous is False and cfg.users == (QuickUser("bob", "pw"),) and cfg.idle_timeout == 5.0
+    assert str(cfg.masquerade_map[0][0]) == "10.0.0.0/8"
+    import dataclasses
+
+    assert dataclasses.replace(cfg, port=0) == dataclasses.replace(cfg, port="0")  # rebuilt, checked again
+
+
+def test_a_setting_without_an_entry_in_the_table_fails():
+    import dataclasses
+
+    from ftpkit.server.config import FIELD_NAMES, SETTINGS, ConfigError, ServerConfig
+
+    assert set(SETTINGS) == FIELD_NAMES
+    extended = dataclasses.make_dataclass("Extended", [("colour", bool, False)], bases=(ServerConfig,), frozen=True,
+                                          slots=True)
+    with pytest.raises(ConfigError, match=r"^colour: has no entry in ftpkit\.server\.config\.SETTINGS"):
+        extended()
+
+
+def test_every_setting_has_its_meaning_in_serve_help_and_in_the_readme():
+    from ftpkit.server.config import FIELD_NAMES, SETTINGS
+
+    result = subprocess.run([*FTPKIT, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    shown = "".join(result.stdout.split())  # click wraps lines (also after a hyphen)
+    assert "seeREADME" not in shown
+    for name in FIELD_NAMES - {"root"}:  # root is the DIR argument
+        help_text = SETTINGS[name].help
+        assert help_text.strip() and "\n" not in help_text, name
+        assert "".join(help_text.split()) in shown, name
+    assert "controlport(0:anyfreeport)(default2121)" in shown and "(default50000-50100)" in shown
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert not [name for name in sorted(FIELD_NAMES) if f"`{name}`" not in readme]
 
 
 def test_bad_config_file_values(tmp_path):

@@ -192,3 +192,25 @@ def test_progress_bar_only_on_a_terminal(server, tmp_path):
     assert "random.bin" in screen
     assert term.wait() == 0
     assert (tmp_path / "tty.bin").read_bytes() == (server.root / "random.bin").read_bytes()
+
+
+@pytest.mark.parametrize("text", ["50100-50000", "9-x", "1-2", "²-3"])
+def test_port_ranges_one_parser_one_error(tmp_path, text):
+    from ftpkit.client.options import ClientOptions
+
+    allowed = f"{text!r} is not low-high within 1024-65535"
+    client = ftpkit("ls", "--active-ports", text, "ftp://127.0.0.1:1/", cwd=tmp_path)
+    assert client.returncode == 2 and client.stderr.strip() == f"ftpkit ls: active_ports: {allowed} (see --help)"
+    serve = ftpkit("serve", "--passive-ports", text, cwd=tmp_path)
+    assert serve.returncode == 2 and serve.stderr.strip() == f"ftpkit serve: passive_ports: {allowed}"
+    low, _, high = text.partition("-")
+    if low.isdecimal() and high.isdecimal() and low.isascii():
+        with pytest.raises(ValueError) as info:
+            ClientOptions(active_ports=(int(low), int(high)))
+        assert str(info.value) == f"active_ports: {allowed}"
+
+
+def test_client_options_active_ports_normalised():
+    from ftpkit.client.options import ClientOptions
+
+    assert ClientOptions(active_ports=[40000, 40010]).active_ports == (40000, 40010)  # type: ignore[arg-type]

@@ -38,8 +38,9 @@ from ftpkit.lab import (
     run_scenario,
     runner,
 )
+from ftpkit.lab.processes import namespace_pids
 from ftpkit.lab.scenarios import ACTIVE, PASSIVE
-from ftpkit.lab.topology import ROLES, interfaces, namespace_pids, privilege_problem, teardown
+from ftpkit.lab.topology import ROLES, interfaces, privilege_problem, teardown
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
 NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root to create network namespaces "
@@ -447,9 +448,9 @@ def test_a_transfer_that_runs_too_long_is_stopped_and_reported():
     slow = subprocess.Popen(["sleep", "30"])
     quick = subprocess.Popen(["true"])
     started = time.monotonic()
-    ended: dict[str, float] = {}
-    runner._wait_for([("slow", [], slow, Path("/x"), Path("/y"), started),
-                      ("quick", [], quick, Path("/x"), Path("/y"), started)], ended, limit=0.3)
+    rows = [runner.Running("slow", [], slow, Path("/x"), Path("/y"), started),
+            runner.Running("quick", [], quick, Path("/x"), Path("/y"), started)]
+    runner._wait_for(rows, limit=0.3)
     assert time.monotonic() - started < 5
-    assert slow.returncode == -signal.SIGKILL and "slow" not in ended
-    assert quick.returncode == 0 and ended["quick"] - started < 1
+    assert slow.returncode == -signal.SIGKILL and rows[0].ended is None
+    assert quick.returncode == 0 and rows[1].ended is not None and rows[1].ended - started < 1

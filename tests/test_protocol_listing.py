@@ -15,10 +15,13 @@ from ftpkit.protocol.listing import (
     Facts,
     format_facts,
     format_ls_line,
+    format_mlst_feature,
+    format_mlst_opts_reply,
     ls_time,
     mlst_time,
     mlst_type,
     parse_facts,
+    parse_mlst_opts,
     parse_mlst_time,
 )
 
@@ -139,6 +142,16 @@ def test_format_facts_follows_the_enabled_order_and_ignores_unknown_facts():
 
 def test_default_facts():
     assert MLST_FACTS == ("type", "size", "modify", "perm", "unique")
+
+
+def test_opts_mlst_codec():
+    assert parse_mlst_opts("Size;TYPE;charset;") == ("type", "size")  # our order, case-insensitive, unknown ignored
+    assert parse_mlst_opts("modify;perm") == ("modify", "perm")  # the last ";" may be missing
+    assert parse_mlst_opts("") == ()
+    assert format_mlst_opts_reply(("type", "size")) == "MLST OPTS type;size;"
+    assert format_mlst_opts_reply(()) == "MLST OPTS"
+    assert format_mlst_feature(MLST_FACTS) == "MLST type*;size*;modify*;perm*;unique*;"
+    assert format_mlst_feature(("size",)) == "MLST type;size*;modify;perm;unique;"
 
 
 def test_parse_facts():

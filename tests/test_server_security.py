@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,54 @@ def test_dotdot_cannot_leave_home(server, path):
     assert c.cmd("CWD ../../..").code == 250
     assert c.cmd("PWD").text.startswith('"/"')
     assert c.cmd("SIZE hello.txt").text == "12"  # still in the home
+
+
+def test_root_slash_serves_the_whole_tree_read_only(servers, tmp_path):
+    """Serving `/` (as `ftpkit serve /` does): every path is inside the home, so a file made under /tmp is listed
+    and retrieved by its real path, `..` stays at `/`, and anonymous is still read-only."""
+    (tmp_path / "from-slash.txt").write_bytes(b"served from /\n")
+    server = servers.start(Path("/"))
+    c = raw(server)
+    c.login("anonymous", "me@example.com")
+    assert c.cmd(f"SIZE {tmp_path}/from-slash.txt").text == "14"
+    assert c.cmd(f"CWD {tmp_path}").code == 250
+    assert c.cmd("PWD").text.startswith(f'"{tmp_path}"')
+    assert c.cmd("CWD ../../../../../../..").code == 250
+    assert c.cmd("PWD").text.startswith('"/"')
+    c.cmd("TYPE I")
+    host, port = c.pasv()
+    data = socket.create_connection((host, port), timeout=10)
+    c.send(f"NLST {tmp_path}")
+    assert read_all(data).decode().split() == ["from-slash.txt"]
+    assert c.reply().code == 150 and c.reply().code == 226
+    host, port = c.pasv()
+    data = socket.create_connection((host, port), timeout=10)
+    c.send(f"RETR {tmp_path}/from-slash.txt")
+    assert read_all(data) == b"served from /\n"
+    assert c.reply().code == 150 and c.reply().code == 226
+    assert c.cmd(f"STOR {tmp_path}/new.txt").code == 550 and not (tmp_path / "new.txt").exists()
+
+
+def test_sibling_with_the_home_as_prefix_is_outside(servers, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "home-other").mkdir()
+    (tmp_path / "home-other" / "secret.txt").write_bytes(b"secret")
+    os.symlink(tmp_path / "home-other", home / "link")
+    server = servers.start(home, users=["alice:secret"])
+    c = raw(server)
+    c.login()
+    assert c.cmd("SIZE link/secret.txt").code == 550
+    assert c.cmd("CWD link").code == 550
+
+
+@pytest.mark.parametrize("line", [b"SIZE a\x00b\r\n", b"CWD a\x00b\r\n", b"MLST \x00\r\n", b"DELE x\x00\r\n"])
+def test_nul_in_a_path_is_550_and_session_goes_on(server, line):
+    c = raw(server)
+    c.login()
+    reply = c.cmd(line)
+    assert reply.code == 550 and "NUL" in reply.text, reply
+    assert c.cmd("SIZE hello.txt").code == 213
 
 
 def test_symlink_escape_refused(servers, tree, tmp_path):

@@ -66,6 +66,35 @@ def test_anonymous_perm_fact_is_read_only(server):
     assert facts["sub"]["perm"] == "el"
 
 
+def test_opts_mlst_selects_the_facts_of_mlsd_and_mlst(server):
+    ftp = ftplib.FTP(encoding="utf-8")
+    ftp.connect(server.host, server.port, timeout=10)
+    ftp.login("alice", "secret")
+    entries = dict(ftp.mlsd(facts=["Size", "type", "colour"]))  # ftplib sends OPTS MLST Size;type;colour;
+    assert entries["hello.txt"] == {"type": "file", "size": "12"}
+    assert entries["sub"]["type"] == "dir" and set(entries["sub"]) <= {"type", "size"}
+    ftp.quit()
+
+    c = Raw(server.host, server.port)
+    c.login()
+    assert c.cmd("OPTS MLST size;TYPE;colour;").text == "MLST OPTS type;size;"
+    feat = {line.strip() for line in c.cmd("FEAT").lines[1:-1]}
+    assert "MLST type*;size*;modify;perm;unique;" in feat
+    assert c.cmd("MLST hello.txt").lines[1] == " type=file;size=12; /hello.txt"
+    reply = c.cmd("OPTS MLST")  # no argument: no facts
+    assert reply.code == 200 and reply.text == "MLST OPTS"
+    assert c.cmd("MLST hello.txt").lines[1] == "  /hello.txt"
+    assert "MLST type;size;modify;perm;unique;" in {line.strip() for line in c.cmd("FEAT").lines[1:-1]}
+    assert c.cmd("OPTS MLST modify;perm").text == "MLST OPTS modify;perm;"
+    facts, name = parse_facts(c.cmd("MLST sub").lines[1].lstrip(" "))
+    assert set(facts) == {"modify", "perm"} and name == "/sub"
+
+    other = Raw(server.host, server.port)  # the choice is the session's own
+    other.login()
+    facts, _ = parse_facts(other.cmd("MLST hello.txt").lines[1].lstrip(" "))
+    assert set(facts) == {"type", "size", "modify", "perm", "unique"}
+
+
 def test_list_forms(server):
     c = Raw(server.host, server.port)
     c.login()

@@ -85,8 +85,9 @@ def _data_findings(t: Transfer, evidence: tuple[str, ...]) -> list[Finding]:
         return []
     conn = t.connection
     if conn is not None:
-        params = {"method": t.method, "source": str(conn.initiator), "target": str(conn.responder),
-                  "retransmissions": str(conn.retransmissions), "announced": str(t.announced)}
+        params = {"method": t.method, "mode": "active" if t.active else "passive", "source": str(conn.initiator),
+                  "target": str(conn.responder), "retransmissions": str(conn.retransmissions),
+                  "announced": str(t.announced)}
         if conn.fate == "syn-unanswered":
             return [Finding("data-syn-unanswered", "fail", params, (*evidence, syn_line(conn)))]
         if conn.fate == "refused":

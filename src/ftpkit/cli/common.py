@@ -15,6 +15,7 @@ import click
 from ftpkit.client.errors import FTPError
 from ftpkit.client.options import ClientOptions, ClientTLSMode
 from ftpkit.client.url import FTPURL, URLError, parse_url
+from ftpkit.protocol.portrange import PortRangeError, parse_port_range
 
 T = TypeVar("T")
 
@@ -62,10 +63,10 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def parse_range(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
-    low, dash, high = text.partition("-")
-    if not dash or not low.isdigit() or not high.isdigit():
-        raise click.BadParameter(f"{text!r} is not LOW-HIGH", param_hint="'--active-ports'")
-    return int(low), int(high)
+    try:
+        return parse_port_range(text)
+    except PortRangeError as exc:
+        raise click.UsageError(f"active_ports: {exc}") from None
 
 
 def transcript_printer(verbose: bool) -> Callable[[str, str], None]:

@@ -25,8 +25,9 @@ from ftpkit.lab import (
     up,
 )
 from ftpkit.lab.peers import CLIENTS, SERVERS
+from ftpkit.lab.processes import in_namespace
 from ftpkit.lab.report import list_scenarios, render, to_json
-from ftpkit.lab.topology import HANDS_ON, ROLES, in_namespace
+from ftpkit.lab.topology import HANDS_ON, ROLES
 
 LANG = click.option("--lang", type=click.Choice(["en", "ja"]), help="language (default: from LANG)")
 

@@ -4,7 +4,7 @@ name in the TOML file (``passive_ports``) and on the command line (``--passive-p
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +12,31 @@ import click
 
 from ftpkit import logs
 from ftpkit.server import serve
-from ftpkit.server.config import ConfigError, ServerConfig, load_toml, validate
+from ftpkit.server.config import SETTINGS, ConfigError, ServerConfig, load_toml, validate
 
-_HELP = {
-    "host": "address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)",
-    "port": "control port (default 2121)",
-    "passive_ports": "passive port range LOW-HIGH (default 50000-50100)",
-    "masquerade_address": "IPv4 address announced in 227 replies (server behind NAT)",
-    "masquerade_map": "NETWORK=ADDRESS: announce ADDRESS to clients from NETWORK (repeatable)",
-    "allow_foreign_addresses": "accept PORT/EPRT naming another host than the client (RFC 2577: careful)",
-    "active_from_port_20": "active data connections leave from the control port minus one (needs privilege)",
-    "anonymous": "allow anonymous login (anonymous/ftp, any password)",
-    "anonymous_write": "let anonymous upload and change files",
-    "users_file": "TOML users file (see `ftpkit user add`)",
-    "users": "NAME:PASSWORD: a read-write user whose home is the served root (repeatable)",
-    "xferlog": "also write transfers to this xferlog-format file",
-    "log_level": "debug (shows the control conversation), info, warning, error",
-    "log_format": "text or json",
-}
+
+def _default_text(f: Field[Any]) -> str:
+    value = f.default
+    if value is MISSING or value is None or value == ():
+        return ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, tuple):
+        text = "-".join(str(part) for part in value)
+    else:
+        text = repr(value) if " " in str(value) else str(value)
+    return f" (default {text})"
 
 
 def _options(func: Any) -> Any:
+    """One flag per :class:`ServerConfig` field, its help from :data:`SETTINGS` (the one source)."""
     for f in reversed(fields(ServerConfig)):
         if f.name == "root":
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = _HELP.get(f.name, f"see README (default {f.default!r})")
+        help_text = SETTINGS[f.name].help + _default_text(f)
         if f.type in ("bool", bool):
             func = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None,
                                 help=help_text)(func)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from ftpkit.protocol.hostport import DataMode
+from ftpkit.protocol.portrange import PortRangeError, parse_port_range
 
 ClientTLSMode = Literal["off", "explicit", "optional", "implicit"]
 """off: plain FTP; explicit: AUTH TLS, required; optional: AUTH TLS, in clear if the server refuses it; implicit:
@@ -56,9 +57,10 @@ class ClientOptions:
         if self.tls not in CLIENT_TLS_MODES:
             raise ValueError(f"tls: {self.tls!r} is not one of {', '.join(CLIENT_TLS_MODES)}")
         if self.active_ports is not None:
-            low, high = self.active_ports
-            if not 1024 <= low <= high <= 65535:
-                raise ValueError(f"active_ports: {low}-{high} is not low-high within 1024-65535")
+            try:
+                object.__setattr__(self, "active_ports", parse_port_range(self.active_ports))
+            except PortRangeError as exc:
+                raise ValueError(f"active_ports: {exc}") from None
 
     @property
     def mode(self) -> DataMode:

@@ -45,8 +45,13 @@ class Catalog:
         return self.entry(code).get("explanation", "").format_map(_Defaults(params))
 
     def advice(self, code: str, params: dict[str, str]) -> list[tuple[str, str]]:
+        """(side, text) pairs. Advice that depends on the data-connection mode that failed is a table per mode
+        (``[codes.X.advice.active]``, ``[codes.X.advice.passive]``), chosen by the finding's ``mode`` param."""
         entry = self.entry(code).get("advice", {})
-        return [(side, text.format_map(_Defaults(params))) for side, text in entry.items()]
+        variant = entry.get(params.get("mode", ""))
+        if isinstance(variant, dict):
+            entry = variant
+        return [(side, text.format_map(_Defaults(params))) for side, text in entry.items() if isinstance(text, str)]
 
     def word(self, key: str, **params: str) -> str:
         words = self.data.get("words", {})

@@ -176,6 +176,39 @@ def client_command(kind: str, row: str, target: str, output: Path, timeout: floa
     raise ValueError(f"unknown client {kind!r}")
 
 
+# --- reading a client's output ---------------------------------------------------------------------------------
+CURL_EXIT = {7: "could not connect", 9: "access denied", 10: "the server's connection could not be accepted",
+             12: "the server did not connect back in time", 13: "bad PASV reply", 14: "bad 227 reply",
+             19: "RETR failed", 28: "timed out", 30: "PORT failed"}
+
+
+def failure_line(kind: str, text: str, code: int | None) -> str:
+    """The client's own one-line failure, with the server's last error reply when the line does not carry it.
+    (curl's message after a data connection failure can be stale: its exit code is the reliable part.)"""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if kind == "ftpkit":
+        found = [line for line in lines if line.startswith("ftpkit: ") and not line.startswith("ftpkit: note:")]
+    elif kind == "curl":
+        found = [line for line in lines if line.startswith("curl: (")]
+    else:
+        found = [line for line in lines if not line.startswith(("---", "<---", "**** "))]
+    line = found[-1] if found else (lines[-1] if lines else "")
+    if kind == "curl" and code in CURL_EXIT:
+        line = f"curl exit {code} ({CURL_EXIT[code]}): {line}"
+    marker = {"curl": "< ", "lftp": "<--- "}.get(kind)
+    if marker:
+        replies = [r[len(marker):] for r in lines if r.startswith(marker) and r[len(marker):len(marker) + 1] in "45"
+                   and r[len(marker):len(marker) + 3].isdigit()]
+        if replies and replies[-1] not in line:
+            line += f"; last error reply: {replies[-1]}"
+        elif kind == "lftp":  # a timeout: what lftp was doing when it gave up
+            doing = [r[5:] for r in lines if r.startswith(("---- Connecting data socket", "---- Accepted data",
+                                                            "**** "))]
+            if doing:
+                line += "; " + "; ".join(doing[-2:])
+    return line
+
+
 def expected(scenario: Scenario, row: str, client: str) -> bool:
     """Whether the transfer of ``row`` should work with ``client`` in ``scenario``."""
     if row == PASSIVE and client in TRUSTS_227 and TRUSTING in scenario.works:

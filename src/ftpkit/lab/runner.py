@@ -1,66 +1,56 @@
 """Running a scenario: build the namespaces, apply the rules, start the server and the captures, run the transfers,
 the doctor and the analyzer, and tear everything down again — in ``finally``, also on Ctrl-C and SIGTERM.
 
-Every process is started by us with ``ip netns exec`` (which execs the command, so its PID is the program's own),
-in a session of its own (a Ctrl-C on the terminal reaches only the lab, which then stops them in order), and is
-stopped by that PID: SIGTERM for servers and clients, SIGINT for tcpdump (so it flushes), SIGKILL after a grace
-period. Nothing is synchronised by a fixed sleep: readiness is a condition awaited until a deadline (the server's
-port accepts a connection inside its namespace, tcpdump said "listening on"), and every wait is bounded.
+The processes themselves (starting inside a namespace, readiness, stopping by PID, reaping) are
+:mod:`ftpkit.lab.processes`; reading a client's output is :mod:`ftpkit.lab.peers`. This module is the order of
+things.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from ftpkit.diagnosis import catalog
 from ftpkit.lab import peers
+from ftpkit.lab.processes import (
+    START_TIMEOUT,
+    LabError,
+    Processes,
+    in_namespace,
+    log_tail,
+    pid_alive,
+    signals_raise,
+    uninterrupted,
+    wait_for_output,
+    wait_for_port,
+)
 from ftpkit.lab.scenarios import ACTIVE, PASSIVE, TRUSTING, Scenario
 from ftpkit.lab.topology import (
     HANDS_ON,
     SERVER_ADDRESS,
     Interface,
-    LabError,
     Names,
     Topology,
-    in_namespace,
     lab_namespaces,
     leftover_namespaces,
     names_for_run,
-    pid_alive,
     run,
     teardown,
 )
 
-START_TIMEOUT = 10.0  # seconds for a server or a capture to become ready
 DOCTOR_LIMIT = 60.0  # seconds the doctor may take in all
 CAPTURE_SIDES = (("to-client", "client-side"), ("to-server", "server-side"))
-
-_WAIT_FOR_PORT = """\
-import socket, sys, time
-host, port, end = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
-while True:
-    try:
-        socket.create_connection((host, port), 0.5).close()
-        sys.exit(0)
-    except OSError:
-        if time.monotonic() > end:
-            sys.exit(1)
-        time.sleep(0.02)
-"""
 
 
 @dataclass(frozen=True)
@@ -127,106 +117,16 @@ class LabReport:
         return all(t.as_expected for t in self.transfers)
 
 
-# --- processes ----------------------------------------------------------------------------------------------------
-@dataclass
-class Started:
-    name: str
-    popen: subprocess.Popen[bytes]
-    stop_signal: signal.Signals
-
-
-class Processes:
-    """Every process the lab starts, stopped by its PID in reverse order."""
-
-    def __init__(self) -> None:
-        self.started: list[Started] = []
-
-    @property
-    def pids(self) -> list[int]:
-        return [s.popen.pid for s in self.started]
-
-    def start(self, name: str, namespace: str, argv: list[str], *, stdout: IO[bytes] | int = subprocess.DEVNULL,
-              stderr: IO[bytes] | int = subprocess.DEVNULL, stdin: IO[Any] | int = subprocess.DEVNULL,
-              stop_signal: signal.Signals = signal.SIGTERM) -> subprocess.Popen[bytes]:
-        try:
-            popen = subprocess.Popen(in_namespace(namespace, argv), stdin=stdin, stdout=stdout, stderr=stderr,
-                                     start_new_session=True)
-        except OSError as exc:
-            raise LabError(f"cannot start {name}: {exc.strerror or exc}") from None
-        self.started.append(Started(name, popen, stop_signal))
-        return popen
-
-    @staticmethod
-    def stop(started: Started, grace: float = 3.0) -> None:
-        popen = started.popen
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(started.stop_signal)
-            try:
-                popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    popen.kill()
-                popen.wait(5)
-        for stream in (popen.stdout, popen.stderr):
-            if stream is not None:
-                stream.close()
-
-    def stop_all(self) -> None:
-        for started in reversed(self.started):
-            self.stop(started)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
-
-
-def wait_for_port(procs: Processes, namespace: str, host: str, port: int, server: subprocess.Popen[bytes],
-                  log: Path, timeout: float = START_TIMEOUT) -> None:
-    """Until ``host:port`` accepts a connection inside ``namespace`` (polled by a helper in that namespace), while
-    watching that the server did not exit."""
-    waiter = procs.start("port check", namespace, [sys.executable, "-c", _WAIT_FOR_PORT, host, str(port),
-                                                   f"{timeout:g}"])
-    end = time.monotonic() + timeout + 5
-    while time.monotonic() < end:
-        try:
-            code = waiter.wait(0.05)
-        except subprocess.TimeoutExpired:
-            if server.poll() is not None:
-                break
-            continue
-        if code == 0:
-            return
-        break
-    exit_code = server.poll()
-    why = f"exited with code {exit_code}" if exit_code is not None else f"does not accept on {host}:{port}"
-    raise LabError(f"the server {why}: {_tail(log) or 'no output'}")
-
-
+# --- the pieces of a run ------------------------------------------------------------------------------------------
 def start_capture(procs: Processes, router: str, iface: str, path: Path, timeout: float = START_TIMEOUT) -> None:
     """tcpdump on a router interface, packet-buffered; returns once it said "listening on"."""
     argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", str(path), "tcp"]
     popen = procs.start(f"tcpdump -i {iface}", router, argv, stderr=subprocess.PIPE, stop_signal=signal.SIGINT)
-    assert popen.stderr is not None
-    seen = b""
-    end = time.monotonic() + timeout
-    while b"listening on" not in seen:
-        left = end - time.monotonic()
-        if left <= 0 or popen.poll() is not None:
-            raise LabError(f"tcpdump on {iface} did not start: {seen.decode(errors='replace').strip() or 'silent'}")
-        ready, _, _ = select.select([popen.stderr], [], [], left)
-        if ready:
-            chunk = os.read(popen.stderr.fileno(), 4096)
-            if not chunk:
-                continue
-            seen += chunk
+    ready, said = wait_for_output(popen, b"listening on", timeout)
+    if not ready:
+        raise LabError(f"tcpdump on {iface} did not start: {said.strip() or 'silent'}")
 
 
-# --- the pieces of a run ------------------------------------------------------------------------------------------
 def apply_rules(scenario: Scenario, names: Names) -> None:
     for rule in scenario.rules:
         run(in_namespace(rule.namespace(names), rule.argv))
@@ -268,57 +168,36 @@ def server_line(kind: str, scenario: Scenario, lang: str | None = None) -> str:
     return line
 
 
-CURL_EXIT = {7: "could not connect", 9: "access denied", 10: "the server's connection could not be accepted",
-             12: "the server did not connect back in time", 13: "bad PASV reply", 14: "bad 227 reply",
-             19: "RETR failed", 28: "timed out", 30: "PORT failed"}
+@dataclass
+class Running:
+    """The client of one row while it runs: its command line, where it downloads to and writes its output, when it
+    started and when it ended (monotonic; ``None`` while it runs, and when it was stopped at the limit)."""
+
+    row: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes]
+    output: Path
+    log: Path
+    started: float
+    ended: float | None = None
 
 
-def _failure_line(kind: str, text: str, code: int | None) -> str:
-    """The client's own one-line failure, with the server's last error reply when the line does not carry it.
-    (curl's message after a data connection failure can be stale: its exit code is the reliable part.)"""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if kind == "ftpkit":
-        found = [line for line in lines if line.startswith("ftpkit: ") and not line.startswith("ftpkit: note:")]
-    elif kind == "curl":
-        found = [line for line in lines if line.startswith("curl: (")]
-    else:
-        found = [line for line in lines if not line.startswith(("---", "<---", "**** "))]
-    line = found[-1] if found else (lines[-1] if lines else "")
-    if kind == "curl" and code in CURL_EXIT:
-        line = f"curl exit {code} ({CURL_EXIT[code]}): {line}"
-    marker = {"curl": "< ", "lftp": "<--- "}.get(kind)
-    if marker:
-        replies = [r[len(marker):] for r in lines if r.startswith(marker) and r[len(marker):len(marker) + 1] in "45"
-                   and r[len(marker):len(marker) + 3].isdigit()]
-        if replies and replies[-1] not in line:
-            line += f"; last error reply: {replies[-1]}"
-        elif kind == "lftp":  # a timeout: what lftp was doing when it gave up
-            doing = [r[5:] for r in lines if r.startswith(("---- Connecting data socket", "---- Accepted data",
-                                                            "**** "))]
-            if doing:
-                line += "; " + "; ".join(doing[-2:])
-    return line
-
-
-Running = tuple[str, list[str], subprocess.Popen[bytes], Path, Path, float]  # row, argv, process, output, log, start
-
-
-def _wait_for(items: list[Running], ended: dict[str, float], limit: float) -> None:
+def _wait_for(items: list[Running], limit: float) -> None:
     """Until every process of ``items`` ended (each one's end time noted, to ~20 ms); one that runs longer than
     ``limit`` seconds is killed (and has no end time)."""
-    pending = [item for item in items if item[0] not in ended and item[2].returncode is None]
+    pending = [item for item in items if item.ended is None and item.popen.returncode is None]
     while pending:
         for item in list(pending):
-            if item[2].poll() is not None:
-                ended[item[0]] = time.monotonic()
+            if item.popen.poll() is not None:
+                item.ended = time.monotonic()
                 pending.remove(item)
-            elif time.monotonic() > item[5] + limit:
-                item[2].kill()
-                item[2].wait(5)
+            elif time.monotonic() > item.started + limit:
+                item.popen.kill()
+                item.popen.wait(5)
                 pending.remove(item)
         if pending:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                pending[0][2].wait(0.02)
+                pending[0].popen.wait(0.02)
 
 
 def run_transfers(procs: Processes, names: Names, scenario: Scenario, options: LabOptions, workdir: Path,
@@ -330,26 +209,25 @@ def run_transfers(procs: Processes, names: Names, scenario: Scenario, options: L
     limit = 3 * options.timeout + 10
     serial = options.server in peers.SERIAL_SERVERS
     running: list[Running] = []
-    ended: dict[str, float] = {}
     for row in scenario.rows(options.modes):
         if row == TRUSTING:
-            _wait_for([item for item in running if item[0] == PASSIVE], ended, limit)
+            _wait_for([item for item in running if item.row == PASSIVE], limit)
         output = workdir / f"download-{row}"
         errors = workdir / f"client-{row}.log"
         argv = peers.client_command(options.client, row, scenario.target, output, options.client_timeout,
                                     tls.cert if tls else None)
         with errors.open("wb") as err:
             popen = procs.start(f"{options.client} client ({row})", names.client, argv, stdout=err, stderr=err)
-        running.append((row, argv, popen, output, errors, time.monotonic()))
+        running.append(Running(row, argv, popen, output, errors, time.monotonic()))
         if serial:
-            _wait_for(running[-1:], ended, limit)
-    _wait_for(running, ended, limit)
+            _wait_for(running[-1:], limit)
+    _wait_for(running, limit)
     results: list[TransferResult] = []
-    for row, argv, popen, output, errors, started in running:
-        code: int | None = popen.returncode if row in ended else None  # None: stopped at the limit
-        seconds = ended.get(row, time.monotonic()) - started
-        text = errors.read_text(encoding="utf-8", errors="replace")
-        arrived = output.is_file() and output.read_bytes() == peers.FILE_BYTES
+    for item in running:
+        code: int | None = item.popen.returncode if item.ended is not None else None  # None: stopped at the limit
+        seconds = (item.ended if item.ended is not None else time.monotonic()) - item.started
+        text = item.log.read_text(encoding="utf-8", errors="replace")
+        arrived = item.output.is_file() and item.output.read_bytes() == peers.FILE_BYTES
         ok = code == 0 and arrived
         if ok:
             error = ""
@@ -358,9 +236,9 @@ def run_transfers(procs: Processes, names: Names, scenario: Scenario, options: L
         elif code == 0:
             error = "exit 0 but the file did not arrive whole"
         else:
-            error = _failure_line(options.client, text, code) or f"exit {code}"
-        expected = peers.expected(scenario, row, options.client)
-        results.append(TransferResult(row, ok, expected, seconds, in_namespace(names.client, argv), code,
+            error = peers.failure_line(options.client, text, code) or f"exit {code}"
+        expected = peers.expected(scenario, item.row, options.client)
+        results.append(TransferResult(item.row, ok, expected, seconds, in_namespace(names.client, item.argv), code,
                                       error, text))
     return results
 
@@ -384,7 +262,7 @@ def run_doctor(procs: Processes, names: Names, scenario: Scenario, options: LabO
     try:
         report.doctor = json.loads(out_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        report.doctor_error = f"the doctor exited {code} without a report: {_tail(err_path) or 'no output'}"
+        report.doctor_error = f"the doctor exited {code} without a report: {log_tail(err_path) or 'no output'}"
 
 
 def analyze_captures(files: list[tuple[str, Path]], lang: str | None) -> dict[str, Any]:
@@ -412,41 +290,6 @@ def analyze_captures(files: list[tuple[str, Path]], lang: str | None) -> dict[st
     }
 
 
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) become KeyboardInterrupt while the lab runs, so ``finally`` cleans up."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    saved: dict[signal.Signals, Any] = {}
-    try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            saved[sig] = signal.signal(sig, interrupt)
-    except ValueError:  # not the main thread: leave the handlers alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Cleanup is not cut short by a second Ctrl-C."""
-    saved: dict[signal.Signals, Any] = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            saved[sig] = signal.signal(sig, signal.SIG_IGN)
-    except ValueError:
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
 def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
     """Run ``scenario`` from scratch and leave nothing behind. Raises :class:`LabError` when the lab itself cannot
     be built (no program to run, a server that does not start, a failing ip or iptables command)."""
@@ -461,7 +304,7 @@ def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
     procs = Processes()
     workdir = Path(tempfile.mkdtemp(prefix=f"ftpkit-{names.tag}-"))  # ftpkit-lab<PID>-...: `down` knows it
     try:
-        with _signals_raise():
+        with signals_raise():
             workdir.chmod(0o755)
             root = workdir / "served"
             peers.prepare_root(root)
@@ -490,7 +333,7 @@ def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
             if options.capture is not None:
                 report.captures = keep_captures(captures, options.capture)
     finally:
-        with _uninterrupted():
+        with uninterrupted():
             report.started = procs.pids
             try:
                 procs.stop_all()
@@ -527,7 +370,7 @@ def up(scenario: Scenario, server: str = "ftpkit", timeout: float = 2.0) -> dict
     procs = Processes()
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     try:
-        with _signals_raise():
+        with signals_raise():
             STATE_DIR.mkdir(mode=0o755, parents=True)
             root = STATE_DIR / "served"
             peers.prepare_root(root)
@@ -540,7 +383,7 @@ def up(scenario: Scenario, server: str = "ftpkit", timeout: float = 2.0) -> dict
                      "ca_file": str(tls.cert) if tls else None}
             (STATE_DIR / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
     except BaseException:
-        with _uninterrupted():
+        with uninterrupted():
             procs.stop_all()
             topology.destroy()
             shutil.rmtree(STATE_DIR, ignore_errors=True)
@@ -552,7 +395,7 @@ def up(scenario: Scenario, server: str = "ftpkit", timeout: float = 2.0) -> dict
 def down() -> list[str]:
     """Remove the lab of ``up`` and the leftovers of runs that were killed, with every process inside them, and the
     state; idempotent. Runs still in progress keep theirs. The namespaces removed."""
-    with _uninterrupted():
+    with uninterrupted():
         removed = teardown(leftover_namespaces())
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         for workdir in Path(tempfile.gettempdir()).glob("ftpkit-lab*-*"):  # the files of runs killed by SIGKILL

@@ -17,22 +17,20 @@ routes and every firewall rule with them.
 Names: the lab of ``ftpkit lab up`` is ``ftpkit-client``, ``ftpkit-router``, ``ftpkit-server`` (one at a time, for
 ``ftpkit lab exec``); each ``ftpkit lab run`` uses ``ftpkit-lab<PID>-client`` and so on, so that runs (two users,
 two test sessions) never collide, and the leftovers of a run that was killed are recognisable by their dead PID.
-Other ``ftpkit-`` namespaces (the analyzer's tests use ``ftpkit-test-*``) are never touched.
+Other ``ftpkit-`` namespaces (the analyzer's tests use ``ftpkit-test-*``) are never touched. The processes inside
+a namespace are reaped by :mod:`ftpkit.lab.processes` before it is deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-PREFIX = "ftpkit-"
+from ftpkit.lab.processes import PREFIX, LabError, in_namespace, kill_namespace_processes, netns_dir, pid_alive
+
 ROLES = ("client", "router", "server")
 _RUN_NAME = re.compile(r"^ftpkit-lab(\d+)-(client|router|server)$")
 
@@ -80,10 +78,6 @@ PUBLIC_ADDRESS = "198.18.0.21"  # the server's published address on the router (
 COMMAND_TIMEOUT = 15.0  # seconds for one ip/iptables/sysctl command
 
 
-class LabError(Exception):
-    """Something in the lab could not be done; ``str()`` is the one line to show."""
-
-
 @dataclass(frozen=True)
 class Interface:
     namespace: str
@@ -100,13 +94,6 @@ def interfaces(names: Names, published: bool) -> list[Interface]:
         Interface(names.router, "to-server", f"{ROUTER_SERVER_SIDE}/24", names.server),
         Interface(names.server, "eth0", f"{SERVER_ADDRESS}/24", names.router),
     ]
-
-
-def in_namespace(namespace: str, argv: Sequence[str]) -> list[str]:
-    """``argv`` run inside ``namespace`` (``ip netns exec`` execs it: the PID we get is the command's own)."""
-    if not namespace.startswith(PREFIX):
-        raise ValueError(f"not a lab namespace: {namespace!r}")
-    return ["ip", "netns", "exec", namespace, *argv]
 
 
 def run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
@@ -141,17 +128,9 @@ def privilege_problem(euid: int | None = None, caps: int | None = None) -> str |
     return "needs root (or CAP_NET_ADMIN) to create network namespaces; run it with sudo"
 
 
-def _netns_dir() -> Path:
-    """Where ``ip netns add`` mounts named namespaces (``/run/netns``; ``/var/run/netns`` on older systems)."""
-    for candidate in (Path("/run/netns"), Path("/var/run/netns")):
-        if candidate.is_dir():
-            return candidate
-    return Path("/run/netns")
-
-
 def _existing() -> set[str]:
     try:
-        return set(os.listdir(_netns_dir()))
+        return set(os.listdir(netns_dir()))
     except FileNotFoundError:
         return set()
 
@@ -166,10 +145,6 @@ def lab_namespaces(names: Names | None = None) -> list[str]:
     return sorted(name for name in existing if name in HANDS_ON.all or _RUN_NAME.match(name))
 
 
-def pid_alive(pid: int) -> bool:
-    return pid > 0 and not _gone(pid)
-
-
 def leftover_namespaces() -> list[str]:
     """Lab namespaces nobody runs any more: those of ``up`` and those of runs whose process has ended."""
     out: list[str] = []
@@ -178,59 +153,6 @@ def leftover_namespaces() -> list[str]:
         if match is None or not pid_alive(int(match.group(1))):
             out.append(name)
     return out
-
-
-def namespace_pids(namespace: str) -> list[int]:
-    """The processes inside ``namespace`` (what ``ip netns pids`` prints): those whose network namespace is the
-    one mounted at its name. Processes that end while we look are skipped."""
-    try:
-        st = os.stat(_netns_dir() / namespace)
-    except OSError:
-        return []
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            ns = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
-            found.append(int(entry))
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-def kill_namespace_processes(namespace: str, deadline: float = 3.0) -> list[int]:
-    """SIGKILL every process still inside ``namespace`` (by PID) and wait for them; the PIDs killed."""
-    killed: list[int] = []
-    end = time.monotonic() + deadline
-    for _ in range(5):  # processes may fork while we kill; a few rounds at most
-        pids = [pid for pid in namespace_pids(namespace) if pid != os.getpid()]
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except ProcessLookupError:
-                pass
-        for pid in pids:  # until each is gone (reaped if it is our child), polled until the deadline
-            while time.monotonic() < end:
-                with contextlib.suppress(ChildProcessError):
-                    if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                        break
-                if _gone(pid):
-                    break
-                time.sleep(0.01)
-    return killed
 
 
 def teardown(namespaces: Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 SIX_MONTHS = 182 * 24 * 3600
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MLST_FACTS = ("type", "size", "modify", "perm", "unique")
-"""The facts the server offers, in FEAT order; all are enabled by default."""
+"""The facts the server offers, in FEAT order; all are selected by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,25 @@ def format_facts(facts: Facts, perm: str, enabled: tuple[str, ...] = MLST_FACTS)
     }
     parts = [f"{fact}={values[fact]};" for fact in enabled if values.get(fact)]
     return "".join(parts) + " " + facts.name
+
+
+def parse_mlst_opts(value: str, offered: tuple[str, ...] = MLST_FACTS) -> tuple[str, ...]:
+    """The facts an ``OPTS MLST`` argument selects (``type;size;``), in ``offered`` order.
+
+    RFC 3659 §7.9: fact names are case-insensitive, unknown ones are ignored, and no argument selects none.
+    """
+    asked = {name.strip().lower() for name in value.split(";")}
+    return tuple(fact for fact in offered if fact in asked)
+
+
+def format_mlst_opts_reply(selected: tuple[str, ...]) -> str:
+    """The 200 reply's text to ``OPTS MLST``: ``MLST OPTS type;size;`` (the facts now selected; none: ``MLST OPTS``)."""
+    return "MLST OPTS" + (" " + "".join(f"{fact};" for fact in selected) if selected else "")
+
+
+def format_mlst_feature(selected: tuple[str, ...], offered: tuple[str, ...] = MLST_FACTS) -> str:
+    """FEAT's line for MLST: every offered fact, ``*`` after those selected: ``MLST type*;size*;modify;``."""
+    return "MLST " + "".join(f"{fact}{'*' if fact in selected else ''};" for fact in offered)
 
 
 def parse_facts(line: str) -> tuple[dict[str, str], str]:

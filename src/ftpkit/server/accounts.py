@@ -86,6 +86,11 @@ class Accounts:
     def close(self) -> None:
         self.verifier.close()
 
+    def homes(self) -> list[str]:
+        """The homes known at start (for housekeeping such as removing stale partial uploads)."""
+        users = self.source.users.values() if isinstance(self.source, StaticUsers) else ()
+        return sorted({str(self.root), *(str(u.home) for u in users)})
+
     def is_anonymous_name(self, name: str) -> bool:
         return name.lower() in ANONYMOUS_NAMES
 

@@ -19,6 +19,7 @@ from ftpkit.server.config import ConfigError, ServerConfig
 from ftpkit.server.data import PortPool
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
+from ftpkit.server.uploads import sweep_partials
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import server_context
 
@@ -39,8 +40,10 @@ def _can_bind(host: str, port: int) -> bool:
 class FTPServer:
     """``async with FTPServer(cfg) as server: await server.serve_forever()``; or start()/stop()."""
 
-    def __init__(self, cfg: ServerConfig, storage_factory: StorageFactory = LocalStorage) -> None:
+    def __init__(self, cfg: ServerConfig, storage_factory: StorageFactory | None = None) -> None:
         self.cfg = cfg
+        if storage_factory is None:
+            storage_factory = functools.partial(LocalStorage, upload_mode=cfg.upload_mode)
         self.executor = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="ftpkit-io")
         self.shared = Shared(
             cfg=cfg,
@@ -59,6 +62,7 @@ class FTPServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._implicit: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.port = cfg.port
         self.implicit_port: int | None = None
 
@@ -82,6 +86,25 @@ class FTPServer:
                 backlog=self.cfg.listen_backlog, reuse_address=True,
             )
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]
+        if self.cfg.upload_mode == "atomic":
+            self._sweeper = asyncio.create_task(self._sweep_partials())
+
+    async def _sweep_partials(self) -> None:
+        """Remove interrupted uploads' partials older than ``partial_ttl``: at start, then every hour (or ttl)."""
+        homes = sorted({str(self.cfg.root), *self.shared.accounts.homes()})
+        period = min(3600.0, self.cfg.partial_ttl)
+        loop = asyncio.get_running_loop()
+        while True:
+            for home in homes:
+                try:
+                    removed = await loop.run_in_executor(self.executor, sweep_partials, home, self.cfg.partial_ttl)
+                except OSError as exc:
+                    log.warning("removing stale partial uploads under %s: %s", home, exc)
+                    continue
+                if removed:
+                    log.info("removed %d stale partial upload(s) under %s (older than %g s)", removed, home,
+                             self.cfg.partial_ttl)
+            await asyncio.sleep(period)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool = False) -> None:
         task = asyncio.current_task()
@@ -122,6 +145,8 @@ class FTPServer:
             if listener is not None:
                 listener.close()
         self.shared.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for session in list(self.shared.sessions):
             session.wake()
         if self._tasks:

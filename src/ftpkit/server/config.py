@@ -1,20 +1,24 @@
-"""The server's configuration: one frozen, typed object, validated once at start-up and passed down.
+"""The server's configuration: one frozen, typed object, validated when it is built and passed down.
 
 It is built from a TOML file (``--config``) and command-line flags with the same names (``passive_ports`` in the
-file is ``--passive-ports`` on the command line; flags win). Every problem is reported as one
-:class:`ConfigError` naming the field and what is allowed.
+file is ``--passive-ports`` on the command line; flags win), or directly by library code: ``ServerConfig(...)``
+checks and normalises every field on construction through :data:`SETTINGS`, one table of field -> checker and
+one-line help (``ftpkit serve --help`` shows the help). Every problem is one :class:`ConfigError` naming the field
+and what is allowed, the same text for library and command-line users.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ftpkit.logs import LogFormat, LogLevel
+from ftpkit.protocol.portrange import PortRangeError, parse_port_range
+from ftpkit.server.uploads import UploadMode
 from ftpkit.tls import TLSMaxVersion
 
 TLSMode = Literal["off", "optional", "required", "implicit"]
@@ -60,11 +64,13 @@ class ServerConfig:
     data_idle_timeout: float = 300.0
     login_fail_delay: float = 1.0
     max_login_failures: int = 3
-    hash_concurrency: int = 0  # password verifications at once; 0: the number of cores (at most 8)
-    password_cache_ttl: float = 600.0  # seconds a successful verification is remembered; 0: no cache
-    hash_memory_kib: int = 19456  # new argon2id hashes: OWASP's 19 MiB, 2 passes, 1 lane
+    hash_concurrency: int = 0
+    password_cache_ttl: float = 600.0
+    hash_memory_kib: int = 19456
     hash_time_cost: int = 2
     hash_parallelism: int = 1
+    upload_mode: UploadMode = "atomic"
+    partial_ttl: float = 86400.0
     max_line: int = 4096
     io_threads: int = 32
     listen_backlog: int = 1024
@@ -83,6 +89,17 @@ class ServerConfig:
     log_format: LogFormat = "text"
     xferlog: Path | None = None
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setting = SETTINGS.get(f.name)
+            if setting is None:
+                raise ConfigError(f.name, "has no entry in ftpkit.server.config.SETTINGS (checker and help text)")
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue  # an optional setting left out
+            object.__setattr__(self, f.name, setting.check(f.name, value))
+        _check_together(self)
+
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -94,6 +111,7 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 TLS_MODES: tuple[str, ...] = get_args(TLSMode)
 TLS_MAX_VERSIONS: tuple[str, ...] = get_args(TLSMaxVersion)
+UPLOAD_MODES: tuple[str, ...] = get_args(UploadMode)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -147,18 +165,16 @@ def _host(name: str, value: Any) -> str:
     return _ip(name, text)
 
 
-def parse_port_range(name: str, value: Any) -> tuple[int, int]:
-    text = f"{value[0]}-{value[1]}" if isinstance(value, list | tuple) and len(value) == 2 else str(value).strip()
-    low_text, dash, high_text = text.partition("-")
-    if not dash or not low_text.strip().isdigit() or not high_text.strip().isdigit():
-        raise ConfigError(name, f"{text!r} is not low-high within 1024-65535")
-    low, high = int(low_text), int(high_text)
-    if not 1024 <= low <= high <= 65535:
-        raise ConfigError(name, f"{text!r} is not low-high within 1024-65535")
-    return low, high
+def _port_range(name: str, value: Any) -> tuple[int, int]:
+    try:
+        return parse_port_range(value)
+    except PortRangeError as exc:
+        raise ConfigError(name, str(exc)) from None
 
 
 def _masquerade_map(name: str, value: Any) -> tuple[tuple[Any, str], ...]:
+    if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+        value = dict(value)  # already built: ((network, address), ...)
     if not isinstance(value, Mapping):
         raise ConfigError(name, 'must be a table of networks to addresses: {"198.18.0.0/15" = "203.0.113.10"}')
     out = []
@@ -203,81 +219,126 @@ def _file(name: str, value: Any, must_exist: bool) -> Path:
     return path
 
 
-def validate(values: Mapping[str, Any]) -> ServerConfig:
-    """Build a :class:`ServerConfig` from raw values (from TOML and flags); raise :class:`ConfigError`."""
-    for key in values:
-        if key not in FIELD_NAMES:
-            raise ConfigError(key, f"unknown setting; known settings are {', '.join(sorted(FIELD_NAMES))}")
-    v: dict[str, Any] = {}
-    for key, raw in values.items():
-        if raw is None:
-            continue
-        match key:
-            case "root":
-                v[key] = _root(key, raw)
-            case "host":
-                v[key] = _host(key, raw)
-            case "port":
-                v[key] = _int(key, raw, 0, 65535)
-            case "passive_ports":
-                v[key] = parse_port_range(key, raw)
-            case "masquerade_address":
-                v[key] = _ip(key, raw)
-            case "masquerade_map":
-                v[key] = _masquerade_map(key, raw)
-            case "users":
-                v[key] = _users(key, raw)
-            case "users_file" | "tls_cert" | "tls_key":
-                v[key] = _file(key, raw, must_exist=True)
-            case "tls":
-                v[key] = _choice(key, raw, TLS_MODES)
-            case "tls_max_version":
-                v[key] = _choice(key, raw, TLS_MAX_VERSIONS)
-            case "tls_implicit_port":
-                v[key] = _int(key, raw, 0, 65535)
-            case "tls_handshake_timeout":
-                v[key] = _seconds(key, raw)
-            case "xferlog":
-                v[key] = _file(key, raw, must_exist=False)
-            case "max_sessions" | "max_sessions_per_ip" | "io_threads" | "max_login_failures":
-                v[key] = _int(key, raw, 1, 100000)
-            case "hash_concurrency":
-                v[key] = _int(key, raw, 0, 64)
-            case "password_cache_ttl":
-                v[key] = _seconds(key, raw, 0.0, 86400.0)
-            case "hash_memory_kib":
-                v[key] = _int(key, raw, 1024, 4 << 20)
-            case "hash_time_cost":
-                v[key] = _int(key, raw, 1, 100)
-            case "hash_parallelism":
-                v[key] = _int(key, raw, 1, 64)
-            case "listen_backlog":
-                v[key] = _int(key, raw, 1, 65535)
-            case "max_line":
-                v[key] = _int(key, raw, 64, 65536)
-            case "idle_timeout" | "data_accept_timeout" | "data_connect_timeout" | "data_idle_timeout":
-                v[key] = _seconds(key, raw)
-            case "login_fail_delay" | "shutdown_grace":
-                v[key] = _seconds(key, raw, 0.0, 3600.0)
-            case "log_level":
-                v[key] = _choice(key, raw, LOG_LEVELS)
-            case "log_format":
-                v[key] = _choice(key, raw, LOG_FORMATS)
-            case "banner":
-                text = str(raw)
-                if "\r" in text or "\n" in text or len(text) > 200:
-                    raise ConfigError(key, "must be one line of at most 200 characters")
-                v[key] = text
-            case _:
-                v[key] = _bool(key, raw)
-    cfg = ServerConfig(**v)
+def _banner(name: str, value: Any) -> str:
+    text = str(value)
+    if "\r" in text or "\n" in text or len(text) > 200:
+        raise ConfigError(name, "must be one line of at most 200 characters")
+    return text
+
+
+def _whole(low: int, high: int) -> Callable[[str, Any], int]:
+    return lambda name, value: _int(name, value, low, high)
+
+
+def _secs(low: float = 0.001, high: float = 86400.0) -> Callable[[str, Any], float]:
+    return lambda name, value: _seconds(name, value, low, high)
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[str, Any], str]:
+    return lambda name, value: _choice(name, value, allowed)
+
+
+def _existing_file(name: str, value: Any) -> Path:
+    return _file(name, value, must_exist=True)
+
+
+def _any_file(name: str, value: Any) -> Path:
+    return _file(name, value, must_exist=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one :class:`ServerConfig` field is checked (raw value -> typed value, or :class:`ConfigError`) and
+    what it means, in one line (``ftpkit serve --help``; the README's settings table says the same)."""
+
+    check: Callable[[str, Any], Any]
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "root": Setting(_root, "served folder; the home of anonymous and of --user users"),
+    "host": Setting(_host, "address to listen on: one address (0.0.0.0 for all IPv4 addresses, :: for all IPv6 ones)"),
+    "port": Setting(_whole(0, 65535), "control port (0: any free port)"),
+    "passive_ports": Setting(_port_range, "passive port range LOW-HIGH; when every port is taken: 425 and a log "
+                                          "line, never a port outside"),
+    "masquerade_address": Setting(_ip, "IPv4 address announced in 227 replies (server behind NAT)"),
+    "masquerade_map": Setting(_masquerade_map, "NETWORK=ADDRESS: announce ADDRESS in 227 to clients from NETWORK "
+                                               "(repeatable; a table in TOML)"),
+    "allow_foreign_addresses": Setting(_bool, "accept PORT/EPRT naming another host than the client (RFC 2577 "
+                                              "bounce: careful)"),
+    "active_from_port_20": Setting(_bool, "active data connections leave from the control port minus one (needs "
+                                          "the privilege)"),
+    "anonymous": Setting(_bool, "allow anonymous login (anonymous/ftp, any password)"),
+    "anonymous_write": Setting(_bool, "let anonymous upload and change files (read-only otherwise)"),
+    "users_file": Setting(_existing_file, "TOML users file with argon2 hashes, per-user home and write (`ftpkit "
+                                          "user add` writes it)"),
+    "users": Setting(_users, "NAME:PASSWORD: a read-write user whose home is the root, hashed in memory at start "
+                             "(repeatable)"),
+    "max_sessions": Setting(_whole(1, 100000), "sessions at once; 421 when full"),
+    "max_sessions_per_ip": Setting(_whole(1, 100000), "sessions at once from one client address; 421 when full"),
+    "idle_timeout": Setting(_secs(), "seconds of control-connection silence before 421 and close"),
+    "data_accept_timeout": Setting(_secs(), "seconds a passive listener waits for the client's data connection"),
+    "data_connect_timeout": Setting(_secs(), "seconds an active data connection may take to reach the client"),
+    "data_idle_timeout": Setting(_secs(), "seconds a transfer may stall before it is aborted"),
+    "login_fail_delay": Setting(_secs(0.0, 3600.0), "seconds before a failed login is answered (slows guessing)"),
+    "max_login_failures": Setting(_whole(1, 100000), "failed logins in a session before 421 and close"),
+    "hash_concurrency": Setting(_whole(0, 64), "password verifications at once, in threads of their own; 0: the "
+                                               "number of cores (at most 8)"),
+    "password_cache_ttl": Setting(_secs(0.0, 86400.0), "seconds a successful password check is remembered (a "
+                                                       "client that reconnects for every file hashes once); 0: off"),
+    "hash_memory_kib": Setting(_whole(1024, 4 << 20), "argon2id memory of new password hashes in KiB (OWASP: 19456)"),
+    "hash_time_cost": Setting(_whole(1, 100), "argon2id passes of new password hashes (OWASP: 2)"),
+    "hash_parallelism": Setting(_whole(1, 64), "argon2id lanes of new password hashes (OWASP: 1)"),
+    "upload_mode": Setting(_one_of(UPLOAD_MODES), "atomic: an upload replaces the file whole when complete, an "
+                                                  "interrupted one keeps it and can be resumed; in-place: written "
+                                                  "directly"),
+    "partial_ttl": Setting(_secs(60.0, 365 * 86400.0), "seconds an interrupted upload's partial file is kept for "
+                                                       "a resume"),
+    "max_line": Setting(_whole(64, 65536), "longest command line in bytes; longer ones get 500 and the session "
+                                           "goes on"),
+    "io_threads": Setting(_whole(1, 100000), "worker threads for file I/O (the event loop never blocks on the "
+                                             "disk)"),
+    "listen_backlog": Setting(_whole(1, 65535), "connections the kernel queues before accept, so a burst of "
+                                                "hundreds of connects is served, not dropped"),
+    "shutdown_grace": Setting(_secs(0.0, 3600.0), "seconds running transfers get at shutdown"),
+    "banner": Setting(_banner, "the text of the 220 greeting (one line, at most 200 characters)"),
+    "tls": Setting(_one_of(TLS_MODES), "FTPS: off, optional, required, or implicit (the main port speaks TLS at "
+                                       "once)"),
+    "tls_cert": Setting(_existing_file, "PEM certificate for FTPS (`ftpkit cert` writes a pair)"),
+    "tls_key": Setting(_existing_file, "PEM private key for FTPS"),
+    "tls_implicit_port": Setting(_whole(0, 65535), "also listen for implicit TLS on this port (990 style)"),
+    "tls_required_for_anonymous": Setting(_bool, "with tls required: anonymous must use TLS too (otherwise it may "
+                                                 "stay in clear)"),
+    "require_session_reuse": Setting(_bool, "a protected data connection must resume the control connection's TLS "
+                                            "session, else 522"),
+    "allow_ccc": Setting(_bool, "allow CCC: a clear control connection again after login (for NAT helpers)"),
+    "tls_handshake_timeout": Setting(_secs(), "seconds a client gets to finish its TLS handshake"),
+    "tls_max_version": Setting(_one_of(TLS_MAX_VERSIONS), "highest TLS version: 1.2 or 1.3 (see the README's "
+                                                          "design notes)"),
+    "log_level": Setting(_one_of(LOG_LEVELS), "debug (the control conversation, passwords masked), info, warning, "
+                                              "error"),
+    "log_format": Setting(_one_of(LOG_FORMATS), "text or json"),
+    "xferlog": Setting(_any_file, "also write transfers to this xferlog-format file"),
+}
+
+
+def _check_together(cfg: ServerConfig) -> None:
+    """What no single field can check."""
     if cfg.masquerade_address and ":" in cfg.masquerade_address:
         raise ConfigError("masquerade_address", "must be an IPv4 address (it is announced in 227 replies)")
     if (cfg.tls != "off" or cfg.tls_implicit_port is not None) and (cfg.tls_cert is None or cfg.tls_key is None):
         raise ConfigError("tls", f"{cfg.tls!r} needs tls_cert and tls_key (PEM files; `ftpkit cert` writes a pair)")
     if cfg.active_from_port_20 and cfg.port < 2:
         raise ConfigError("active_from_port_20", "needs a control port above 1")
-    return cfg
+
+
+def validate(values: Mapping[str, Any]) -> ServerConfig:
+    """Build a :class:`ServerConfig` from raw values (from TOML and flags; ``None`` is left out); raise
+    :class:`ConfigError` for an unknown setting or a value that is not allowed."""
+    for key in values:
+        if key not in FIELD_NAMES:
+            raise ConfigError(key, f"unknown setting; known settings are {', '.join(sorted(FIELD_NAMES))}")
+    return ServerConfig(**{key: raw for key, raw in values.items() if raw is not None})
 
 
 def load_toml(path: Path) -> dict[str, Any]:

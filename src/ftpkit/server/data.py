@@ -128,10 +128,10 @@ class DataProtocol(asyncio.BufferedProtocol):
             except TimeoutError:
                 if self.received == seen:  # idle means no byte at all, not a batch not yet full
                     raise
-        if self.error is not None:
-            raise self.broken()
         if self._fill is None or self._pos == 0:
-            return None
+            if self.error is not None:
+                raise self.broken()
+            return None  # the end; what arrived before a reset was handed out first (a resume continues it)
         batch, size = self._fill, self._pos
         self._fill, self._spare, self._pos = self._spare or bytearray(self._size), batch, 0
         if not (self.eof or self.lost):
@@ -433,3 +433,10 @@ class Transfer:
     bytes: int = 0
     task: asyncio.Task[None] | None = None
     stream: DataStream | None = None
+
+    @property
+    def progress(self) -> int:
+        """Bytes moved so far (an upload's as they arrive)."""
+        if self.direction == "i" and self.stream is not None:
+            return self.stream.received
+        return self.bytes

@@ -76,7 +76,7 @@ async def mlsd_lines(s: Session, arg: str | None) -> list[str]:
     if not facts.is_dir:
         raise StorageError(f"{path}: not a directory (MLSD lists directories; use MLST for a file)", 501)
     entries = await s.storage.listdir(path)
-    return [format_facts(f, perm_of(f, s.account.write)) for f in entries]
+    return [format_facts(f, perm_of(f, s.account.write), s.mlst_facts) for f in entries]
 
 
 async def mlst_line(s: Session, arg: str | None) -> str:
@@ -84,4 +84,4 @@ async def mlst_line(s: Session, arg: str | None) -> str:
     path = s.vpath(arg)
     facts = await s.storage.stat(path)
     named = Facts(path, facts.mode, facts.size, facts.mtime, facts.nlink, facts.unique)
-    return format_facts(named, perm_of(facts, s.account.write))
+    return format_facts(named, perm_of(facts, s.account.write), s.mlst_facts)

@@ -20,6 +20,7 @@ from pathlib import Path
 from ftpkit.protocol.commands import Command, CommandEvent
 from ftpkit.protocol.conversation import Phase, ServerConversation, bad_line_text
 from ftpkit.protocol.hostport import HostPort, plain_ip
+from ftpkit.protocol.listing import MLST_FACTS
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
@@ -79,6 +80,7 @@ class Session:
         self.previous_verb = ""
         self.data: DataChannel | None = None
         self.epsv_all = False
+        self.mlst_facts: tuple[str, ...] = MLST_FACTS  # chosen by OPTS MLST (RFC 3659 7.9)
         self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
         self.transfer: Transfer | None = None
         self.transfers = 0

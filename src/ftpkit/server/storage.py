@@ -152,10 +152,12 @@ class LocalStorage:
     # --- path mapping (blocking: it calls realpath) ------------------------------------------------------
     def real(self, vpath: str) -> str:
         """The real path of a virtual one; raises :class:`StorageError` if it would leave the home."""
+        if "\0" in vpath:
+            raise StorageError(f"{vpath.replace(chr(0), '^@')}: a NUL byte is not allowed in a path")
         rel = vpath.lstrip("/")
         candidate = os.path.join(self._home_str, rel) if rel else self._home_str
         resolved = os.path.realpath(candidate)
-        if resolved != self._home_str and not resolved.startswith(self._home_str + os.sep):
+        if os.path.commonpath((self._home_str, resolved)) != self._home_str:
             raise StorageError(f"{vpath}: outside the home directory (permission denied)")
         return resolved
 

@@ -121,6 +121,17 @@ async def _file_facts(s: Session, cmd: Command, verb: str) -> Facts | None:
 
 @command("SIZE", arg="required", syntax="SIZE path")
 async def size(s: Session, cmd: Command) -> None:
+    """To a user who may upload, the size of an interrupted upload of the name when there is one: what a client
+    resuming the upload (REST n + STOR, APPE) needs; the file itself is still the previous version."""
+    assert s.storage is not None
+    if s.account is not None and s.account.write:
+        try:
+            partial = await s.storage.upload_size(s.vpath(cmd.arg))
+        except StorageError:
+            partial = None
+        if partial is not None:
+            await s.reply(213, str(partial))
+            return
     facts = await _file_facts(s, cmd, "SIZE")
     if facts is not None:
         await s.reply(213, str(facts.size))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ftpkit import __version__
 from ftpkit.protocol.features import format_features
-from ftpkit.protocol.listing import MLST_FACTS
+from ftpkit.protocol.listing import format_mlst_feature, format_mlst_opts_reply, parse_mlst_opts
 from ftpkit.server.commands.table import COMMANDS, command
 from ftpkit.server.listings import list_lines, split_list_arg
 from ftpkit.server.storage import StorageError
@@ -20,7 +20,6 @@ FEATURES = (
     ("EPRT", ""),
     ("EPSV", ""),
     ("MDTM", ""),
-    ("MLST", "".join(f"{fact}*;" for fact in MLST_FACTS)),
     ("PASV", ""),
     ("REST", "STREAM"),
     ("SIZE", ""),
@@ -49,6 +48,8 @@ TLS_FEATURES = (("AUTH", "TLS"), ("AUTH", "SSL"), ("PBSZ", ""), ("PROT", ""))
 @command("FEAT", login=False, arg="none")
 async def feat(s: Session, cmd: Command) -> None:
     features = FEATURES + (TLS_FEATURES if s.shared.tls_context is not None and s.cfg.tls != "off" else ())
+    mlst = format_mlst_feature(s.mlst_facts).split(" ", 1)
+    features += ((mlst[0], mlst[1]),)
     reply = format_features(sorted(features))
     await s.reply(reply.code, list(reply.lines))
 
@@ -63,8 +64,8 @@ async def opts(s: Session, cmd: Command) -> None:
         else:
             await s.reply(501, "UTF8 cannot be turned off: names are UTF-8 (others pass through byte-exact).")
     elif name == "MLST":
-        wanted = [f for f in value.strip().lower().split(";") if f in MLST_FACTS]
-        await s.reply(200, "MLST OPTS " + "".join(f"{f};" for f in wanted))
+        s.mlst_facts = parse_mlst_opts(value)
+        await s.reply(200, format_mlst_opts_reply(s.mlst_facts))
     else:
         await s.reply(501, f"Option {name[:20]} not understood.")
 
@@ -136,7 +137,7 @@ async def stat(s: Session, cmd: Command) -> None:
     transfer = s.transfer
     if transfer is not None and not cmd.arg:
         elapsed = time.monotonic() - transfer.started
-        await s.reply(213, f"Status: {transfer.command.verb} {transfer.path}: {transfer.bytes} bytes so far "
+        await s.reply(213, f"Status: {transfer.command.verb} {transfer.path}: {transfer.progress} bytes so far "
                            f"in {elapsed:.1f} s ({transfer.channel.describe()}).")
         return
     if not cmd.arg:
