@@ -78,6 +78,23 @@ def facts_of(name: str, st: os.stat_result) -> Facts:
     )
 
 
+class Download(Protocol):
+    """A file being read for a download. ``file`` is a real, seekable file when the backend has one (a binary
+    download then goes through ``loop.sendfile``: zero-copy), ``None`` otherwise (it is read with :meth:`read`)."""
+
+    size: int
+    offset: int
+
+    @property
+    def file(self) -> BinaryIO | None: ...
+
+    async def read(self, size: int) -> bytes:
+        """The next bytes from ``offset`` on (``b""`` at the end)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Upload(Protocol):
     """An upload in progress: bytes written in order, then committed (visible) or aborted."""
 
@@ -96,18 +113,16 @@ class Storage(Protocol):
     """What a session needs from a storage backend; :class:`LocalStorage` is the first one.
 
     Paths are virtual (``/`` is the user's home, already normalised by :func:`join_virtual`); every failure is a
-    :class:`StorageError` whose ``reason`` and ``code`` go into the reply. Open files are handed back to the
-    backend's ``read``, ``write`` and ``close``, with one exception: a binary download gives the file from
-    ``open_read`` to asyncio's ``loop.sendfile``, so it must be a seekable binary file (zero-copy when it has a real
-    file descriptor; read with ``seek``/``readinto`` in asyncio's default executor otherwise).
+    :class:`StorageError` whose ``reason`` and ``code`` go into the reply. Downloads and uploads are objects of their
+    own (:class:`Download`, :class:`Upload`), so a backend without files (object storage) streams them its way.
     """
 
     async def stat(self, vpath: str) -> Facts: ...
 
     async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]: ...
 
-    async def open_read(self, vpath: str, offset: int = 0) -> tuple[BinaryIO, int]:
-        """A plain file opened for reading at ``offset``, and its size."""
+    async def open_read(self, vpath: str, offset: int = 0) -> Download:
+        """A plain file opened for reading from ``offset`` on."""
         ...
 
     async def open_upload(self, vpath: str, offset: int = 0, append: bool = False) -> Upload:
@@ -131,9 +146,6 @@ class Storage(Protocol):
 
     async def rename(self, src: str, dst: str) -> None: ...
 
-    async def read(self, fh: BinaryIO, size: int) -> bytes: ...
-
-    async def close(self, fh: BinaryIO) -> None: ...
 
 
 class LocalStorage:
@@ -256,8 +268,9 @@ class LocalStorage:
     async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]:
         return await self.run(self._list, vpath, pattern)
 
-    async def open_read(self, vpath: str, offset: int = 0) -> tuple[BinaryIO, int]:
-        return await self.run(self._open_read, vpath, offset)
+    async def open_read(self, vpath: str, offset: int = 0) -> Download:
+        fh, size = await self.run(self._open_read, vpath, offset)
+        return _LocalDownload(self, fh, size, offset, vpath)
 
     async def open_upload(self, vpath: str, offset: int = 0, append: bool = False) -> Upload:
         return _LocalUploadHandle(self, await self.run(self._open_upload, vpath, offset, append), vpath)
@@ -298,14 +311,33 @@ class LocalStorage:
         except OSError as exc:
             raise _os_error(exc, getattr(fh, "name", "file")) from None
 
-    async def read(self, fh: BinaryIO, size: int) -> bytes:
-        return await self.run(fh.read, size)
 
-    async def close(self, fh: BinaryIO) -> None:
+
+class _LocalDownload:
+    """A local file being downloaded: ``file`` goes to ``loop.sendfile``; reads run in worker threads."""
+
+    def __init__(self, storage: LocalStorage, fh: BinaryIO, size: int, offset: int, vpath: str) -> None:
+        self.storage = storage
+        self._fh = fh
+        self.size = size
+        self.offset = offset
+        self.vpath = vpath
+
+    @property
+    def file(self) -> BinaryIO | None:
+        return self._fh
+
+    async def read(self, size: int) -> bytes:
         try:
-            await self.run(fh.close)
+            return await self.storage.run(self._fh.read, size)
         except OSError as exc:
-            raise _os_error(exc, getattr(fh, "name", "file")) from None
+            raise _os_error(exc, self.vpath) from None
+
+    async def close(self) -> None:
+        try:
+            await self.storage.run(self._fh.close)
+        except OSError as exc:
+            raise _os_error(exc, self.vpath) from None
 
 
 class _LocalUploadHandle:

@@ -17,13 +17,13 @@ import posixpath
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
 from ftpkit.server.data import SMALL_BUFFER, UPLOAD_BUFFER, DataConnectionError, DataStream, DataTLSError, Transfer
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
-from ftpkit.server.storage import StorageError, Upload
+from ftpkit.server.storage import Download, StorageError, Upload
 from ftpkit.server.xferlog import Direction, TransferRecord
 
 if TYPE_CHECKING:
@@ -149,23 +149,23 @@ def _type_name(s: Session) -> str:
 
 # --- downloads ---------------------------------------------------------------------------------------------
 
-async def _send_file(s: Session, fh: BinaryIO, offset: int, stream: DataStream, t: Transfer) -> None:
+async def _send_file(s: Session, download: Download, stream: DataStream, t: Transfer) -> None:
     idle = s.cfg.data_idle_timeout
-    if not s.ascii:
-        position = offset
+    fh = download.file
+    if not s.ascii and fh is not None:  # zero-copy from the file to the socket
+        position = download.offset
         while True:
             sent = await stream.sendfile(fh, position, SENDFILE_CHUNK, idle)
             if sent == 0:
                 return
             position += sent
             t.bytes += sent
-    convert = ToNetwork()
-    assert s.storage is not None
+    convert = ToNetwork() if s.ascii else None
     while True:
-        chunk = await s.storage.read(fh, READ_CHUNK)
+        chunk = await download.read(READ_CHUNK)
         if not chunk:
             return
-        data = convert.convert(chunk)
+        data = convert.convert(chunk) if convert else chunk
         t.bytes += len(data)
         await stream.write(data, idle)
 
@@ -176,17 +176,16 @@ async def retr(s: Session, cmd: Command) -> None:
     path = s.vpath(cmd.arg)
     offset, s.rest = s.rest, 0
     try:
-        fh, size = await s.storage.open_read(path, offset)
+        download = await s.storage.open_read(path, offset)
     except StorageError as exc:
         s.set_data(None)
         await s.reply(exc.code, f"{exc.reason}.")
         return
-    storage = s.storage
     await _start(
         s, cmd, path, "o",
-        f"Opening {_type_name(s)} mode data connection for {posixpath.basename(path)} ({size} bytes).",
-        lambda stream, t: _send_file(s, fh, offset, stream, t),
-        ending=Ending(lambda: storage.close(fh), lambda: storage.close(fh)),
+        f"Opening {_type_name(s)} mode data connection for {posixpath.basename(path)} ({download.size} bytes).",
+        lambda stream, t: _send_file(s, download, stream, t),
+        ending=Ending(download.close, download.close),
     )
 
 
