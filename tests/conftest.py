@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class ServerThread:
         settings.setdefault("port", 0)
         settings.setdefault("passive_ports", passive_range())
         settings.setdefault("login_fail_delay", 0.05)
+        settings.setdefault("defender_file", str(Path(tempfile.mkdtemp(prefix="ftpkit-bans-")) / "bans.json"))
         cfg = validate({"root": str(root), **settings})
         loop = asyncio.new_event_loop()
         server = FTPServer(cfg, storage_factory=storage_factory)

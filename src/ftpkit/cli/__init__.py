@@ -16,6 +16,7 @@ from ftpkit import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ftpkit.cli.serve", "serve_command"),
     "user": ("ftpkit.cli.user", "user_group"),
+    "ban": ("ftpkit.cli.ban", "ban_group"),
     "cert": ("ftpkit.cli.cert", "cert_command"),
     "get": ("ftpkit.cli.client", "get_command"),
     "put": ("ftpkit.cli.client", "put_command"),

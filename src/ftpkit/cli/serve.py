@@ -24,7 +24,8 @@ def _default_text(f: Field[Any]) -> str:
     elif isinstance(value, float):
         text = f"{value:g}"
     elif isinstance(value, tuple):
-        text = "-".join(str(part) for part in value)
+        joiner = "-" if all(isinstance(part, int) for part in value) else ", "  # a port range, or a list
+        text = joiner.join(str(part) for part in value)
     else:
         text = repr(value) if " " in str(value) else str(value)
     return f" (default {text})"
@@ -44,6 +45,8 @@ def _options(func: Any) -> Any:
             func = click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help=help_text)(func)
         elif f.name == "masquerade_map":
             func = click.option(flag, f.name, multiple=True, metavar="NET=ADDR", help=help_text)(func)
+        elif f.name == "defender_allow":
+            func = click.option(flag, f.name, multiple=True, metavar="NETWORK", help=help_text)(func)
         else:
             func = click.option(flag, f.name, default=None, metavar="VALUE", help=help_text)(func)
     return func

@@ -89,7 +89,8 @@ def server_command(kind: str, scenario: Scenario, root: Path, workdir: Path, tim
     if kind == "ftpkit":
         argv = [sys.executable, "-m", "ftpkit", "serve", str(root), "--host", SERVER_ADDRESS, "--port", "21",
                 "--passive-ports", f"{low}-{high}", "--data-accept-timeout", seconds,
-                "--data-connect-timeout", seconds, "--login-fail-delay", "0", "--log-level", "debug"]
+                "--data-connect-timeout", seconds, "--login-fail-delay", "0", "--log-level", "debug",
+                "--defender-file", str(workdir / "bans.json")]
         if masquerade:
             argv += ["--masquerade-address", masquerade]
         if tls:

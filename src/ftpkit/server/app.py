@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
 import ssl
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Accounts
 from ftpkit.server.config import ConfigError, ServerConfig
 from ftpkit.server.data import PortPool
+from ftpkit.server.defender import Defender, DefenderSettings
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.uploads import sweep_partials
@@ -37,6 +41,21 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
+def default_defender_file() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/ftpkit/bans.json")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "ftpkit" / "bans.json"
+
+
+def defender_settings(cfg: ServerConfig) -> DefenderSettings:
+    return DefenderSettings(
+        enabled=cfg.defender, threshold=cfg.defender_threshold, observation_time=cfg.defender_observation_time,
+        ban_time=cfg.defender_ban_time, ban_increment=cfg.defender_ban_increment, allow=cfg.defender_allow,
+        state_file=cfg.defender_file or default_defender_file(),
+    )
+
+
 class FTPServer:
     """``async with FTPServer(cfg) as server: await server.serve_forever()``; or start()/stop()."""
 
@@ -51,6 +70,7 @@ class FTPServer:
             pool=PortPool(*cfg.passive_ports),
             executor=self.executor,
             transfer_log=TransferLog(cfg.xferlog),
+            defender=Defender(defender_settings(cfg)),
             storage_factory=storage_factory,
         )
         if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -114,12 +134,23 @@ class FTPServer:
         ip = plain_ip(peer[0]) if peer else "?"
         try:
             refusal = None
+            ban = self.shared.defender.banned(ip)
+            if ban is not None:
+                until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ban.until))
+                log.debug("refused %s: banned until %s", ip, until)
+                with contextlib.suppress(ConnectionError, OSError):
+                    writer.write(Reply.of(421, f"Your address is banned until {until}: too many failed logins "
+                                               "or errors.").to_bytes())
+                    await writer.drain()
+                writer.close()
+                return
             if len(self.shared.sessions) >= self.cfg.max_sessions:
                 refusal = f"Too many sessions ({self.cfg.max_sessions}); try again later."
             elif self._per_ip[ip] >= self.cfg.max_sessions_per_ip:
                 refusal = f"Too many sessions from your address ({self.cfg.max_sessions_per_ip}); try again later."
             if refusal is not None:
                 log.warning("refused %s: %s", ip, refusal)
+                self.shared.defender.record(ip, "limit_exceeded")
                 with contextlib.suppress(ConnectionError, OSError):
                     writer.write(Reply.of(421, refusal).to_bytes())
                     await writer.drain()

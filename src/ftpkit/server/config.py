@@ -71,6 +71,14 @@ class ServerConfig:
     hash_parallelism: int = 1
     upload_mode: UploadMode = "atomic"
     partial_ttl: float = 86400.0
+    defender: bool = True
+    defender_threshold: int = 15
+    defender_observation_time: float = 600.0
+    defender_ban_time: float = 1800.0
+    defender_ban_increment: float = 100.0
+    defender_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    defender_file: Path | None = None
     max_line: int = 4096
     io_threads: int = 32
     listen_backlog: int = 1024
@@ -205,6 +213,30 @@ def _users(name: str, value: Any) -> tuple[QuickUser, ...]:
     return tuple(out)
 
 
+def _percent(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"{value!r} is not a percentage") from None
+    if not 0 <= number <= 10000:
+        raise ConfigError(name, f"{value!r} is not within 0-10000 percent")
+    return number
+
+
+def _networks(name: str, value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            out.append(item)
+            continue
+        try:
+            out.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(name, f"{item!r} is not a network such as 192.0.2.0/24 or 2001:db8::/32") from None
+    return tuple(out)
+
+
 def _root(name: str, value: Any) -> Path:
     path = Path(str(value)).expanduser()
     if not path.is_dir():
@@ -294,6 +326,16 @@ SETTINGS: dict[str, Setting] = {
                                                   "directly"),
     "partial_ttl": Setting(_secs(60.0, 365 * 86400.0), "seconds an interrupted upload's partial file is kept for "
                                                        "a resume"),
+    "defender": Setting(_bool, "ban sources whose failed logins, protocol errors and limit hits reach "
+                                "defender_threshold within defender_observation_time"),
+    "defender_threshold": Setting(_whole(1, 100000), "score that bans a source (failed login 3, limit hit 3, TLS "
+                                                     "failure 2, protocol error 1)"),
+    "defender_observation_time": Setting(_secs(1.0, 86400.0), "seconds over which a source's scores add up"),
+    "defender_ban_time": Setting(_secs(1.0, 365 * 86400.0), "seconds of a first ban"),
+    "defender_ban_increment": Setting(_percent, "percent longer each further ban of the same source"),
+    "defender_allow": Setting(_networks, "networks never banned (repeatable; default loopback)"),
+    "defender_file": Setting(_any_file, "where bans are kept across restarts (`ftpkit ban list|lift` reads it); "
+                                        "default /var/lib/ftpkit/bans.json as root, else ~/.local/state/ftpkit"),
     "max_line": Setting(_whole(64, 65536), "longest command line in bytes; longer ones get 500 and the session "
                                            "goes on"),
     "io_threads": Setting(_whole(1, 100000), "worker threads for file I/O (the event loop never blocks on the "

@@ -26,6 +26,7 @@ from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
+from ftpkit.server.defender import Defender
 from ftpkit.server.storage import LocalStorage, Storage, join_virtual
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import ControlStream, TLSError
@@ -46,6 +47,7 @@ class Shared:
     pool: PortPool
     executor: Executor
     transfer_log: TransferLog
+    defender: Defender
     active_source_port: int | None = None  # 20 when active_from_port_20 is in force
     storage_factory: StorageFactory = LocalStorage
     tls_context: ssl.SSLContext | None = None
@@ -170,8 +172,12 @@ class Session:
         try:
             if self.implicit_tls:
                 assert self.shared.tls_context is not None
-                await self.stream.start_tls(self.shared.tls_context, server_side=True,
-                                            timeout=self.cfg.tls_handshake_timeout)
+                try:
+                    await self.stream.start_tls(self.shared.tls_context, server_side=True,
+                                                timeout=self.cfg.tls_handshake_timeout)
+                except BaseException:
+                    self.shared.defender.record(self.peer_ip, "tls_failed")
+                    raise
             self._send(self.conv.greet(Reply.of(220, self.cfg.banner)))
             await self.stream.drain()
             while self.conv.phase is Phase.READY:
@@ -227,6 +233,7 @@ class Session:
     async def dispatch(self, event: CommandEvent) -> None:
         if not isinstance(event, Command):
             log.info("[%s] bad command line: %s", self.id, bad_line_text(event))
+            self.shared.defender.record(self.peer_ip, "protocol_error")
             await self.reply(500, bad_line_text(event))
             return
         log.debug("[%s] --> %s", self.id, event.masked())

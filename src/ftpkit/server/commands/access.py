@@ -48,8 +48,11 @@ async def pass_(s: Session, cmd: Command) -> None:
     if account is None:
         s.failures += 1
         log.warning("[%s] failed login as %r from %s (%d)", s.id, name, s.peer_ip, s.failures)
-        await asyncio.sleep(s.cfg.login_fail_delay)  # slows password guessing; other sessions carry on
-        if s.failures >= s.cfg.max_login_failures:
+        banned = s.shared.defender.record(s.peer_ip, "login_failed")
+        await asyncio.sleep(s.cfg.login_fail_delay)  # slows password guessing; holds no thread; others carry on
+        if banned is not None:
+            await s.reply(421, "Too many failed logins from your address: banned for a while.")
+        elif s.failures >= s.cfg.max_login_failures:
             await s.reply(421, "Too many failed logins: closing control connection.")
         else:
             await s.reply(530, "Login incorrect.")

@@ -32,7 +32,11 @@ async def auth(s: Session, cmd: Command) -> None:
     dropped = s.conv.discard_pending()
     if dropped:
         log.warning("[%s] discarded %d command(s) pipelined in clear behind AUTH TLS", s.id, dropped)
-    await s.stream.start_tls(s.shared.tls_context, server_side=True, timeout=s.cfg.tls_handshake_timeout)
+    try:
+        await s.stream.start_tls(s.shared.tls_context, server_side=True, timeout=s.cfg.tls_handshake_timeout)
+    except BaseException:
+        s.shared.defender.record(s.peer_ip, "tls_failed")
+        raise
     if mechanism == "TLS-P":
         s.pbsz = s.prot_private = True
     tls = s.stream.tls
