@@ -30,7 +30,7 @@ from ftpkit.protocol.replies import DEFAULT_MAX_REPLY, MalformedReply, Reply, Re
 TRANSFER_COMMANDS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 """Commands that move data over a data connection and may get a 1xx reply before their final one."""
 
-DURING_TRANSFER = frozenset({"ABOR", "STAT"})
+DURING_TRANSFER = frozenset({"ABOR", "STAT", "QUIT"})
 """Commands a server takes while a transfer is under way; all others wait for it to end."""
 
 _STATUS_CODES = frozenset({211, 212, 213})

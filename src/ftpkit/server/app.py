@@ -148,6 +148,9 @@ class FTPServer:
                 refusal = f"Too many sessions ({self.cfg.max_sessions}); try again later."
             elif self._per_ip[ip] >= self.cfg.max_sessions_per_ip:
                 refusal = f"Too many sessions from your address ({self.cfg.max_sessions_per_ip}); try again later."
+            elif self.shared.prelogin[ip] >= self.cfg.max_prelogin_per_ip:
+                refusal = (f"Too many connections not logged in from your address ({self.cfg.max_prelogin_per_ip}); "
+                           "try again later.")
             if refusal is not None:
                 log.warning("refused %s: %s", ip, refusal)
                 self.shared.defender.record(ip, "limit_exceeded")

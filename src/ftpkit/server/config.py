@@ -59,6 +59,8 @@ class ServerConfig:
     max_sessions: int = 512
     max_sessions_per_ip: int = 32
     idle_timeout: float = 300.0
+    login_timeout: float = 60.0
+    max_prelogin_per_ip: int = 16
     data_accept_timeout: float = 30.0
     data_connect_timeout: float = 15.0
     data_idle_timeout: float = 300.0
@@ -309,6 +311,10 @@ SETTINGS: dict[str, Setting] = {
     "max_sessions": Setting(_whole(1, 100000), "sessions at once; 421 when full"),
     "max_sessions_per_ip": Setting(_whole(1, 100000), "sessions at once from one client address; 421 when full"),
     "idle_timeout": Setting(_secs(), "seconds of control-connection silence before 421 and close"),
+    "login_timeout": Setting(_secs(), "seconds from connect to a successful login, however the client trickles "
+                                      "its bytes; then 421 and close"),
+    "max_prelogin_per_ip": Setting(_whole(1, 100000), "connections not yet logged in from one client address; "
+                                                      "421 when full"),
     "data_accept_timeout": Setting(_secs(), "seconds a passive listener waits for the client's data connection"),
     "data_connect_timeout": Setting(_secs(), "seconds an active data connection may take to reach the client"),
     "data_idle_timeout": Setting(_secs(), "seconds a transfer may stall before it is aborted"),

@@ -12,6 +12,7 @@ import itertools
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import ControlStream, TLSError
 
 log = logging.getLogger("ftpkit.server")
+MAX_PIPELINED = 64
+"""Commands received and not yet answered beyond which the control connection is not read."""
 _ids = itertools.count(1)
 
 StorageFactory = Callable[[Path, Executor], Storage]
@@ -52,6 +55,7 @@ class Shared:
     storage_factory: StorageFactory = LocalStorage
     tls_context: ssl.SSLContext | None = None
     sessions: set[Session] = field(default_factory=set)
+    prelogin: Counter[str] = field(default_factory=Counter)  # sessions not logged in, per client address
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
 
 
@@ -69,25 +73,33 @@ class Session:
         self.local_ip, self.local_port = plain_ip(local[0]), local[1]
         self.conv = ServerConversation(self.cfg.max_line)
         self.started = time.monotonic()
+        self.failures = 0
+        self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
+        self.transfer: Transfer | None = None
+        self.transfers = 0
+        self._wakeup: asyncio.Future[None] | None = None
+        self.data: DataChannel | None = None
+        self._prelogin = False
+        self.reinitialize()
+
+    def reinitialize(self) -> None:
+        """The state a new session starts with (and REIN returns to): logged out, TYPE A, no data connection."""
+        self.set_data(None)
+        self.set_prelogin(True)
         # login
+        self.login_deadline = time.monotonic() + self.cfg.login_timeout
         self.pending_user: str | None = None
         self.account: Account | None = None
         self.storage: Storage | None = None
-        self.failures = 0
         # command state
         self.cwd = "/"
         self.ascii = True  # TYPE A is the RFC 959 default
         self.rest = 0
         self.rename_from: str | None = None
         self.previous_verb = ""
-        self.data: DataChannel | None = None
         self.epsv_all = False
         self.mlst_facts: tuple[str, ...] = MLST_FACTS  # chosen by OPTS MLST (RFC 3659 7.9)
-        self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
-        self.transfer: Transfer | None = None
-        self.transfers = 0
-        self._wakeup: asyncio.Future[None] | None = None
-        # FTPS (RFC 4217)
+        # FTPS (RFC 4217): the control connection's TLS stays, the data protection starts again
         self.pbsz = False
         self.prot_private = False
 
@@ -104,7 +116,14 @@ class Session:
 
     async def reply(self, code: int, text: str | list[str], to: CommandEvent | None = None) -> None:
         self._send(self.conv.reply(Reply.of(code, text), to))
-        await self.stream.drain()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait until the client takes our replies; one that stops reading them is let go after idle_timeout."""
+        try:
+            await asyncio.wait_for(self.stream.drain(), self.cfg.idle_timeout)
+        except TimeoutError:
+            raise ConnectionAbortedError(f"the client read no reply for {self.cfg.idle_timeout:g} s") from None
 
     def _send(self, data: bytes) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -189,19 +208,32 @@ class Session:
                 if event is not None:
                     await self.dispatch(event)
                     continue
-                if read_task is None:
+                if read_task is None and self.conv.waiting < MAX_PIPELINED:
+                    # A client that pipelines more than this while a transfer runs is not read from until the
+                    # commands are answered: its flood stays in the kernel's buffers, not in our memory.
                     read_task = asyncio.create_task(self.stream.read(65536))
                 self._wakeup = asyncio.get_running_loop().create_future()
-                waits: set[asyncio.Future] = {read_task, self._wakeup}
+                waits: set[asyncio.Future] = {self._wakeup}
+                if read_task is not None:
+                    waits.add(read_task)
                 if self.transfer is not None and self.transfer.task is not None:
                     waits.add(self.transfer.task)
                 timeout = None if self.transfer is not None else self.cfg.idle_timeout
+                if self.account is None:  # trickled bytes cannot extend the time to log in (slowloris)
+                    left = max(0.0, self.login_deadline - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
                 done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 self._wakeup = None
                 if not done:
-                    log.info("[%s] idle for %g s: closing", self.id, self.cfg.idle_timeout)
-                    self._send(self.conv.notice(Reply.of(421, "Timeout: closing control connection.")))
-                    await self.stream.drain()
+                    if self.account is None and time.monotonic() >= self.login_deadline:
+                        log.info("[%s] no login from %s within %g s: closing", self.id, self.peer_ip,
+                                 self.cfg.login_timeout)
+                        text = f"No login within {self.cfg.login_timeout:g} s: closing control connection."
+                    else:
+                        log.info("[%s] idle for %g s: closing", self.id, self.cfg.idle_timeout)
+                        text = "Timeout: closing control connection."
+                    self._send(self.conv.notice(Reply.of(421, text)))
+                    await self._drain()
                     break
                 if read_task in done:
                     data = read_task.result()
@@ -222,6 +254,7 @@ class Session:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.stream.wait_closed(), 2)
             self.shared.sessions.discard(self)
+            self.set_prelogin(False)
             log.info("[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
                      time.monotonic() - self.started, self.transfers)
 
@@ -257,6 +290,30 @@ class Session:
             await self.reply(550, "Permission denied: this account is read-only.")
             return
         await spec.handler(self, event)
+
+    def set_prelogin(self, on: bool) -> None:
+        """Count this session among its address's sessions not logged in (``max_prelogin_per_ip``), or not."""
+        if on == self._prelogin:
+            return
+        self._prelogin = on
+        counter = self.shared.prelogin
+        counter[self.peer_ip] += 1 if on else -1
+        if counter[self.peer_ip] <= 0:
+            del counter[self.peer_ip]
+
+    async def finish_or_abort_transfer(self) -> None:
+        """For QUIT during a transfer: let an upload whose data has ended complete; abort anything else (426)."""
+        transfer = self.transfer
+        if transfer is None or transfer.task is None or transfer.task.done():
+            return
+        stream = transfer.stream
+        if transfer.direction == "i" and stream is not None and stream.protocol.eof:
+            await asyncio.wait([transfer.task])  # all its bytes arrived: commit and 226 come by themselves
+            return
+        await self.abort_transfer()
+        if self.conv.transfer is transfer.command:
+            await self.reply(426, "Connection closed; transfer aborted.", to=transfer.command)
+        self.transfer = None
 
     async def abort_transfer(self) -> bool:
         """Stop the transfer in progress, if any; ``True`` if one was stopped."""

@@ -58,6 +58,7 @@ async def pass_(s: Session, cmd: Command) -> None:
             await s.reply(530, "Login incorrect.")
         return
     s.account = account
+    s.set_prelogin(False)
     s.storage = s.shared.storage_factory(account.home, s.shared.executor)
     s.cwd = "/"
     access = "read-write" if account.write else "read-only"
@@ -72,4 +73,16 @@ async def acct(s: Session, cmd: Command) -> None:
 
 @command("QUIT", login=False, arg="none")
 async def quit_(s: Session, cmd: Command) -> None:
+    """During a transfer (the client is leaving now): an upload whose data has all arrived is completed (226), so
+    nothing the client sent is lost; anything else is aborted (426). Then 221 and the session ends."""
+    await s.finish_or_abort_transfer()
     await s.reply(221, "Goodbye.")
+
+
+@command("REIN", login=False, arg="none")
+async def rein(s: Session, cmd: Command) -> None:
+    """RFC 959: log out and start afresh on the same control connection (TLS stays; PBSZ/PROT are reset).
+    REIN waits for a transfer in progress, as the RFC says, like every command but ABOR, STAT and QUIT."""
+    s.reinitialize()
+    log.info("[%s] REIN: logged out", s.id)
+    await s.reply(220, "Service ready for new user.")

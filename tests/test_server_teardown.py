@@ -1,0 +1,205 @@
+"""Every transfer torn down every way: ABOR, QUIT, REIN, the data socket reset, the control socket reset, a client
+that stops reading (zero window), a client that opens the data connection and sends nothing. Each gets its reply
+at once (the control socket's timeout is far below every data timeout of the server) and leaves nothing behind:
+file descriptors, tasks, threads, passive ports and counters are back to their baseline, checked by count."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import RunningServer, ServerThread
+from rawftp import Raw
+
+RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+
+
+def _state(running: RunningServer) -> dict[str, int]:
+    shared = running.server.shared
+
+    async def snap() -> dict[str, int]:
+        return {"tasks": len(asyncio.all_tasks()), "sessions": len(shared.sessions),
+                "ports": len(shared.pool.in_use), "prelogin": sum(shared.prelogin.values())}
+
+    state = asyncio.run_coroutine_threadsafe(snap(), running.loop).result(10)
+    state["fds"] = len(os.listdir("/proc/self/fd"))
+    state["threads"] = threading.active_count()
+    return state
+
+
+def _settled(running: RunningServer) -> dict[str, int]:
+    """The server's state once every session has ended (bounded wait on that condition)."""
+    for _ in range(1000):
+        state = _state(running)
+        if state["sessions"] == 0 and state["prelogin"] == 0:
+            return state
+        threading.Event().wait(0.01)
+    raise AssertionError(f"sessions did not end: {state}")
+
+
+def _connect(running: RunningServer) -> Raw:
+    c = Raw(running.host, running.port, timeout=10)  # every reply below must come well within this
+    c.login()
+    assert c.cmd("TYPE I").code == 200
+    return c
+
+
+def _reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+    sock.close()
+
+
+def _passive(c: Raw, rcvbuf: int | None = None) -> socket.socket:
+    host, port = c.pasv()
+    data = socket.socket()
+    if rcvbuf:
+        data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    data.settimeout(10)
+    data.connect((host, port))
+    return data
+
+
+def _start(c: Raw, verb: str, name: str, rcvbuf: int | None = None) -> socket.socket:
+    data = _passive(c, rcvbuf)
+    c.send(f"{verb} {name}")
+    assert c.reply().code == 150
+    return data
+
+
+# Each scenario does its thing on a logged-in session and checks the replies; the session ends afterwards.
+def abor_download(c: Raw) -> None:
+    data = _start(c, "RETR", "big.bin")
+    data.recv(65536)
+    assert c.cmd("ABOR").code == 426 and c.reply().code == 226
+    data.close()
+    assert c.cmd("NOOP").code == 200
+
+
+def abor_stalled_download(c: Raw) -> None:
+    data = _start(c, "RETR", "big.bin", rcvbuf=4096)  # never read: the server's writes stall (zero window)
+    assert c.cmd("ABOR").code == 426 and c.reply().code == 226
+    data.close()
+
+
+def quit_stalled_download(c: Raw) -> None:
+    data = _start(c, "RETR", "big.bin", rcvbuf=4096)
+    assert c.cmd("QUIT").code == 426 and c.reply().code == 221
+    assert c.closed_by_server()
+    data.close()
+
+
+def reset_control_during_stalled_download(c: Raw) -> None:
+    data = _start(c, "RETR", "big.bin", rcvbuf=4096)
+    _reset(c.sock)
+    data.close()
+
+
+def reset_data_during_download(c: Raw) -> None:
+    data = _start(c, "RETR", "big.bin")
+    data.recv(65536)
+    _reset(data)
+    assert c.reply().code == 426
+    assert c.cmd("NOOP").code == 200
+
+
+def abor_silent_upload(c: Raw) -> None:
+    data = _start(c, "STOR", "up.bin")  # connected, sends nothing
+    assert c.cmd("ABOR").code == 426 and c.reply().code == 226
+    data.close()
+
+
+def quit_during_upload(c: Raw) -> None:
+    data = _start(c, "STOR", "up.bin")
+    data.sendall(b"x" * 100000)
+    assert c.cmd("QUIT").code == 426 and c.reply().code == 221
+    data.close()
+
+
+def quit_after_upload_data_ended(c: Raw) -> None:
+    """The client sent everything and closed, then QUIT at once: the upload is completed, not thrown away."""
+    payload = os.urandom(3 << 20)
+    data = _start(c, "STOR", "whole.bin")
+    data.sendall(payload)
+    data.shutdown(socket.SHUT_WR)
+    # the server has seen the end of the data once the connection is closed from its side too
+    assert data.recv(1) == b""
+    data.close()
+    c.send("QUIT")
+    assert c.reply().code == 226 and c.reply().code == 221
+    assert c.closed_by_server()
+
+
+def reset_data_during_upload(c: Raw) -> None:
+    data = _start(c, "STOR", "up.bin")
+    data.sendall(b"y" * 100000)
+    _reset(data)
+    assert c.reply().code in (426, 451)
+    assert c.cmd("NOOP").code == 200
+
+
+def reset_control_during_upload(c: Raw) -> None:
+    data = _start(c, "STOR", "up.bin")
+    data.sendall(b"z" * 100000)
+    _reset(c.sock)
+    data.close()
+
+
+def rein_after_transfer(c: Raw) -> None:
+    data = _start(c, "RETR", "hello.txt")
+    while data.recv(65536):
+        pass
+    data.close()
+    assert c.reply().code == 226
+    assert c.cmd("REIN").code == 220
+    assert c.cmd("PWD").code == 530  # logged out
+    c.login()
+    assert c.cmd("PWD").code == 257
+
+
+def passive_listener_never_used(c: Raw) -> None:
+    c.pasv()
+    assert c.cmd("QUIT").code == 221
+
+
+SCENARIOS: dict[str, Callable[[Raw], None]] = {f.__name__: f for f in (
+    abor_download, abor_stalled_download, quit_stalled_download, reset_control_during_stalled_download,
+    reset_data_during_download, abor_silent_upload, quit_during_upload, quit_after_upload_data_ended,
+    reset_data_during_upload, reset_control_during_upload, rein_after_transfer, passive_listener_never_used,
+)}
+
+
+@pytest.fixture(scope="module")
+def teardown_server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("teardown")
+    with (root / "big.bin").open("wb") as fh:
+        fh.truncate(512 << 20)
+    (root / "hello.txt").write_bytes(b"hello\n")
+    servers = ServerThread()
+    running = servers.start(root, users=["alice:secret"], io_threads=2, hash_concurrency=1)
+    for scenario in SCENARIOS.values():  # warm up: every kind of worker thread exists from now on
+        scenario(_connect(running))
+    yield running
+    servers.stop_all()
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_torn_down_and_nothing_left_behind(teardown_server: RunningServer, name: str) -> None:
+    before = _settled(teardown_server)
+    for _ in range(3):
+        c = _connect(teardown_server)
+        SCENARIOS[name](c)
+        c.sock.close()
+    after = _settled(teardown_server)
+    assert after == before, f"{name}: {before} -> {after}"
+    assert after["ports"] == 0
+
+
+def test_uploaded_whole_file_survived_quit(teardown_server: RunningServer) -> None:
+    quit_after_upload_data_ended(_connect(teardown_server))
+    assert (Path(teardown_server.root) / "whole.bin").stat().st_size == 3 << 20
