@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ _ids = itertools.count(1)
 
 StorageFactory = Callable[[Path, Executor], LocalStorage]
 
+_RECANCEL_AFTER = 0.05  # seconds: how often an aborted transfer is checked for still moving data
+
 
 @dataclass
 class Shared:
@@ -52,12 +55,22 @@ class Shared:
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
 
 
+def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
+    """Keep TCP urgent data in the byte stream (SO_OOBINLINE, as vsftpd does): the Synch of an abort (RFC 959
+    §4.1.3) then arrives exactly as the client sent it, and the command reader drops its Telnet bytes."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+
+
 class Session:
     def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  implicit_tls: bool = False) -> None:
         self.shared = shared
         self.cfg = shared.cfg
         self.stream = ControlStream(reader, writer)
+        _urgent_data_in_line(writer)
         self.implicit_tls = implicit_tls
         self.id = f"s{next(_ids)}"
         peer = writer.get_extra_info("peername")
@@ -319,6 +332,15 @@ class Session:
         transfer = self.transfer
         if transfer is None or transfer.task is None or transfer.task.done():
             return False
+        # asyncio.wait_for before Python 3.12 swallows a cancellation that arrives just as the call it awaits
+        # completes (CPython gh-86296): a transfer that awaits one chunk after another would then go on to its end.
+        # So while the transfer still moves data after its cancellation, cancel it again (never while it only
+        # cleans up: that would interrupt the close of its file).
         transfer.task.cancel()
-        await asyncio.wait([transfer.task])
-        return True
+        while True:
+            moved = transfer.bytes
+            done, _ = await asyncio.wait([transfer.task], timeout=_RECANCEL_AFTER)
+            if done:
+                return True
+            if transfer.bytes != moved:
+                transfer.task.cancel()
