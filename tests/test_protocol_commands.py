@@ -170,6 +170,35 @@ def test_iac_ip_and_iac_dm_before_abor_are_dropped():
     assert read(bytes([IAC, IP, IAC, DM]) + b"ABOR\r\n") == [Command("ABOR")]
 
 
+@pytest.mark.parametrize("wire", [
+    bytes([IAC, IP, IAC, DM]) + b"ABOR\r\n",  # the urgent byte delivered in line (SO_OOBINLINE)
+    bytes([IAC, IP, DM]) + b"ABOR\r\n",  # tnftp, inetutils-ftp: "IAC IP IAC" urgent, the last IAC out of band
+    bytes([IAC, IP, IAC]) + b"ABOR\r\n",  # ncftp: "IAC DM" urgent, the DM out of band
+    bytes([DM]) + b"ABOR\r\n",  # a stray DM alone
+    bytes([DM, DM, IAC]) + b"abor\r\n",
+])
+def test_abort_in_every_shape_the_kernel_leaves_it_is_abor(wire):
+    assert read(wire) == [Command("ABOR")]
+    assert read_chunks([wire[i : i + 1] for i in range(len(wire))]) == [Command("ABOR")]
+
+
+def test_a_dm_or_lone_iac_inside_an_argument_is_data():
+    (event,) = read(b"STOR a\xf2b\r\n")
+    assert event.arg.encode("utf-8", "surrogateescape") == b"a\xf2b"
+    (event,) = read(b"STOR caf\xff\xe9\r\n")  # an undoubled 0xFF before a byte that is no Telnet command
+    assert event.arg.encode("utf-8", "surrogateescape") == b"caf\xff\xe9"
+
+
+def test_a_lone_iac_before_the_line_end_does_not_swallow_it():
+    events = read(b"NOOP\xff\nNOOP\r\n")
+    assert events == [BadLine("command verb is not ASCII", b"NOOP\xff"), Command("NOOP")]
+
+
+def test_dm_is_not_a_verb_letter_elsewhere():
+    assert read(b"AB\xf2OR\r\n") == [BadLine("command verb is not ASCII", b"AB\xf2OR")]
+    assert read(bytes([DM]) + b"\r\n") == [BadLine("empty command line", b"")]
+
+
 @pytest.mark.parametrize("verb", [WILL, WONT, DO, DONT])
 def test_option_negotiation_consumes_its_option_byte(verb):
     # The option byte is a letter here: were it not consumed, the verb would become "XNOOP".
@@ -292,7 +321,7 @@ def test_command_str_masked_and_to_bytes():
 
 # Bytes that matter to the reader, mixed with ordinary ones, so that random data reaches every branch.
 _interesting = st.sampled_from(
-    [b"\r", b"\n", b"\r\n", b"\xff", bytes([IP]), bytes([WILL]), bytes([DONT]), b" ", b"A", b"noop", b"1"]
+    [b"\r", b"\n", b"\r\n", b"\xff", bytes([IP]), bytes([DM]), bytes([WILL]), bytes([DONT]), b" ", b"A", b"noop", b"1"]
 )
 _wire = st.one_of(st.binary(max_size=300), st.lists(_interesting, max_size=120).map(b"".join))
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftpkit.protocol import MalformedReply, ProtocolError, Reply, ReplyError, ReplyReader, format_reply
+from ftpkit.protocol.replies import printable
 
 
 def parse(data: bytes, **kwargs: int) -> list:
@@ -108,6 +109,19 @@ def test_middle_lines_with_other_codes_or_a_hyphen_are_not_indented():
 def test_format_refuses_cr_and_lf_in_lines(lines):
     with pytest.raises(ReplyError):
         format_reply(Reply(200, lines))
+
+
+def test_printable_escapes_what_a_reply_line_cannot_carry():
+    assert printable("a\rb\nc\x00d") == "a\\rb\\nc\\0d"
+    assert printable("plain text, ü, \udcff") == "plain text, ü, \udcff"
+    assert format_reply(Reply.of(550, printable("/x\ry: No such file or directory."))) == \
+        b"550 /x\\ry: No such file or directory.\r\n"
+
+
+@given(st.text())
+def test_printable_text_always_formats_as_one_line(text):
+    data = format_reply(Reply(550, (printable(text),)))
+    assert data.count(b"\n") == 1 and b"\x00" not in data and data.index(b"\r") == len(data) - 2
 
 
 def test_format_refuses_what_cannot_be_encoded_with_a_reply_error():

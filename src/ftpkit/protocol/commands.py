@@ -4,6 +4,13 @@ The reader is incremental and never blocks: feed it bytes as they arrive and col
 CRLF and bare LF, upper-cases verbs (``TYPE i`` from a printer works), keeps every byte of the argument
 (spaces included), tolerates Telnet IAC sequences (RFC 854, as RFC 959 asks) and enforces a line-length limit
 without ever buffering more than that limit.
+
+The abort of RFC 959 §4.1.3 (Telnet IP, then the Synch: IAC DM with the DM as TCP urgent data) reaches a
+server in three shapes, depending on which byte the client marked urgent and whether the kernel delivers it in
+line: ``IAC IP IAC DM ABOR`` (in line), ``IAC IP DM ABOR`` (BSD ftp, tnftp, inetutils-ftp send ``IAC IP IAC`` as
+urgent data and then ``DM ABOR``; the kernel takes their last IAC out of band) and ``IAC IP IAC ABOR`` (ncftp sends
+``IAC DM`` as urgent data; the DM goes out of band). So a lone IAC before a byte that is no Telnet command is kept
+as data, and DM and IAC bytes in front of the verb are dropped: all three give ``ABOR``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ ERRORS = "surrogateescape"
 client, too) round-trips to the file system byte-exact."""
 
 IAC = 0xFF
+DM = 0xF2  # Telnet Data Mark, the end of a Synch
+_TELNET_COMMANDS = 0xF0  # SE (240) to IAC (255): the bytes that make an IAC sequence
 _IAC_OPTION_VERBS = frozenset((251, 252, 253, 254))  # WILL WONT DO DONT take one option byte
+_BEFORE_VERB = bytes((DM, IAC))
+"""Telnet bytes left in front of a verb when their partner went out of band as TCP urgent data: dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,7 @@ def parse_command_line(line: bytes, encoding: str = ENCODING) -> Command | BadLi
     """Parse one line (without its line ending and without Telnet sequences)."""
     if line.endswith(b"\r"):
         line = line[:-1]
+    line = line.lstrip(_BEFORE_VERB)
     if not line.strip():
         return BadLine("empty command line", line)
     verb_bytes, sep, arg_bytes = line.partition(b" ")
@@ -112,8 +124,14 @@ class CommandReader:
                     self._telnet = 0
                 elif byte in _IAC_OPTION_VERBS:
                     self._telnet = 2
-                else:
+                elif byte >= _TELNET_COMMANDS:
                     self._telnet = 0  # IP, DM, AYT, ... : a two-byte sequence, dropped
+                else:
+                    # No Telnet command follows: a lone IAC (its partner went out of band, or a client did not
+                    # double a 0xFF byte). Both bytes are data; the byte after it may be a line's end.
+                    out.append(IAC)
+                    out.append(byte)
+                    self._telnet = 0
             elif self._telnet == 2:
                 self._telnet = 0
             elif byte == IAC:

@@ -79,6 +79,10 @@ class ServerConversation:
             return self._open[0]
         return None
 
+    def awaits_reply(self, event: CommandEvent) -> bool:
+        """Whether ``event`` was taken and has not had its final reply yet."""
+        return any(event is item for item in self._open)
+
     def next_event(self) -> CommandEvent | None:
         """The next command to handle now, or ``None`` if there is none or it must wait for a transfer."""
         if self.phase is not Phase.READY or not self._inbox:
@@ -110,7 +114,7 @@ class ServerConversation:
         if not self._open:
             raise StateError("no command is waiting for a reply")
         target = self._open[-1] if to is None else to
-        if not any(target is item for item in self._open):
+        if not self.awaits_reply(target):
             raise StateError(f"{target} is not waiting for a reply")
         if reply.is_preliminary:
             if not (isinstance(target, Command) and target.verb in TRANSFER_COMMANDS):

@@ -81,6 +81,15 @@ class MalformedReply:
 
 ReplyEvent = Reply | MalformedReply
 
+_ESCAPES = str.maketrans({"\r": "\\r", "\n": "\\n", "\0": "\\0"})
+
+
+def printable(text: str) -> str:
+    """Text fit for one reply line although it echoes what a peer sent (a path, an argument): CR, LF and NUL
+    become the visible escapes ``\\r``, ``\\n`` and ``\\0``, so the line can neither be refused by
+    :func:`format_reply` nor end early."""
+    return text.translate(_ESCAPES)
+
 
 def format_reply(reply: Reply, encoding: str = ENCODING) -> bytes:
     for line in reply.lines:

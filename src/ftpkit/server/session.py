@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -20,9 +21,10 @@ from pathlib import Path
 
 from ftpkit.protocol.commands import Command, CommandEvent
 from ftpkit.protocol.conversation import Phase, ServerConversation, bad_line_text
+from ftpkit.protocol.errors import StateError
 from ftpkit.protocol.hostport import HostPort, plain_ip
 from ftpkit.protocol.listing import MLST_FACTS
-from ftpkit.protocol.replies import Reply
+from ftpkit.protocol.replies import Reply, printable
 from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
 from ftpkit.server.config import ServerConfig
@@ -39,6 +41,8 @@ _ids = itertools.count(1)
 
 StorageFactory = Callable[[Path, Executor], Storage]
 """Makes the storage of one session from the account's home and the server's worker threads."""
+
+_RECANCEL_AFTER = 0.05  # seconds: how often an aborted transfer is checked for still moving data
 
 
 @dataclass
@@ -59,12 +63,22 @@ class Shared:
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
 
 
+def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
+    """Keep TCP urgent data in the byte stream (SO_OOBINLINE, as vsftpd does): the Synch of an abort (RFC 959
+    §4.1.3) then arrives exactly as the client sent it, and the command reader drops its Telnet bytes."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+
+
 class Session:
     def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  implicit_tls: bool = False) -> None:
         self.shared = shared
         self.cfg = shared.cfg
         self.stream = ControlStream(reader, writer)
+        _urgent_data_in_line(writer)
         self.implicit_tls = implicit_tls
         self.id = f"s{next(_ids)}"
         peer = writer.get_extra_info("peername")
@@ -78,6 +92,8 @@ class Session:
         self.transfer: Transfer | None = None
         self.transfers = 0
         self._wakeup: asyncio.Future[None] | None = None
+        self._watched: Transfer | None = None  # the transfer whose task the session watches for a crash
+        self._crashed: list[Transfer] = []  # transfers whose task ended with an unexpected exception
         self.data: DataChannel | None = None
         self._prelogin = False
         self.reinitialize()
@@ -115,7 +131,10 @@ class Session:
         return "-"
 
     async def reply(self, code: int, text: str | list[str], to: CommandEvent | None = None) -> None:
-        self._send(self.conv.reply(Reply.of(code, text), to))
+        """Send a reply; ``text`` may echo what the client sent (CR, LF and NUL go out as visible escapes).
+        A string is split into lines at LF, as :meth:`Reply.of` does."""
+        lines = text.split("\n") if isinstance(text, str) else text
+        self._send(self.conv.reply(Reply.of(code, [printable(line) for line in lines]), to))
         await self._drain()
 
     async def _drain(self) -> None:
@@ -200,6 +219,9 @@ class Session:
             self._send(self.conv.greet(Reply.of(220, self.cfg.banner)))
             await self.stream.drain()
             while self.conv.phase is Phase.READY:
+                if self._crashed:
+                    await self._answer_crashed_transfer(self._crashed.pop(0))
+                    continue
                 if self.shared.stopping and self.transfer is None:
                     self._send(self.conv.notice(Reply.of(421, "Server shutting down.")))
                     await self.stream.drain()
@@ -245,6 +267,9 @@ class Session:
             log.warning("[%s] TLS on the control connection from %s failed: %s", self.id, self.peer_ip, exc)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             log.info("[%s] control connection lost: %s", self.id, exc)
+        except Exception as exc:
+            log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
+            await self._close_with_421("Internal error: closing control connection.")
         finally:
             if read_task is not None:
                 read_task.cancel()
@@ -289,7 +314,61 @@ class Session:
         if spec.write and not (self.account and self.account.write):
             await self.reply(550, "Permission denied: this account is read-only.")
             return
-        await spec.handler(self, event)
+        try:
+            await spec.handler(self, event)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise  # the control connection is gone (a failed TLS handshake too): the session ends
+        except Exception as exc:
+            await self._handler_failed(event, exc)
+        self._watch_transfer()
+
+    async def _handler_failed(self, cmd: Command, exc: Exception) -> None:
+        """A handler's unexpected exception: logged once with its traceback; the command gets 451 and the
+        session goes on, or, when the conversation itself is out of step, 421 and the session ends."""
+        log.error("[%s] internal error handling %s: %s", self.id, cmd.masked()[:80], exc, exc_info=exc)
+        if isinstance(exc, StateError) or self.conv.phase is not Phase.READY:
+            await self._close_with_421("Internal error: closing control connection.")
+        elif self.conv.awaits_reply(cmd):
+            await self._internal_error_reply(cmd)
+
+    async def _internal_error_reply(self, cmd: Command) -> None:
+        try:
+            self._send(self.conv.reply(Reply.of(451, f"Local error in processing {cmd.verb}; the error is logged."),
+                                       cmd))
+        except StateError:
+            await self._close_with_421("Internal error: closing control connection.")
+            return
+        await self.stream.drain()
+
+    async def _close_with_421(self, text: str) -> None:
+        """Say 421 (if the conversation still may) and end the session: the control loop stops."""
+        if self.conv.phase is Phase.READY:
+            self._send(self.conv.notice(Reply.of(421, text)))
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.stream.drain()
+
+    def _watch_transfer(self) -> None:
+        """Watch a transfer task a handler started: an unexpected exception in it must still get a reply."""
+        transfer = self.transfer
+        if transfer is None or transfer is self._watched or transfer.task is None:
+            return
+        self._watched = transfer
+        transfer.task.add_done_callback(lambda task: self._transfer_done(transfer, task))
+
+    def _transfer_done(self, transfer: Transfer, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("[%s] internal error in the %s transfer of %s: %s", self.id, transfer.command.verb, transfer.path,
+                  exc, exc_info=exc)
+        self._crashed.append(transfer)
+        self.wake()
+
+    async def _answer_crashed_transfer(self, transfer: Transfer) -> None:
+        if self.transfer is transfer:
+            self.transfer = None
+        if self.conv.awaits_reply(transfer.command):
+            await self._internal_error_reply(transfer.command)
 
     def set_prelogin(self, on: bool) -> None:
         """Count this session among its address's sessions not logged in (``max_prelogin_per_ip``), or not."""
@@ -320,6 +399,15 @@ class Session:
         transfer = self.transfer
         if transfer is None or transfer.task is None or transfer.task.done():
             return False
+        # asyncio.wait_for before Python 3.12 swallows a cancellation that arrives just as the call it awaits
+        # completes (CPython gh-86296): a transfer that awaits one chunk after another would then go on to its end.
+        # So while the transfer still moves data after its cancellation, cancel it again (never while it only
+        # cleans up: that would interrupt the close of its file).
         transfer.task.cancel()
-        await asyncio.wait([transfer.task])
-        return True
+        while True:
+            moved = transfer.bytes
+            done, _ = await asyncio.wait([transfer.task], timeout=_RECANCEL_AFTER)
+            if done:
+                return True
+            if transfer.bytes != moved:
+                transfer.task.cancel()
