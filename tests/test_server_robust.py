@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from ftpkit.server.commands import COMMANDS, Spec
-from ftpkit.server.storage import LocalStorage
+from ftpkit.server.storage import Download, LocalStorage
 from rawftp import Raw, read_all
 
 
@@ -62,10 +62,27 @@ class _BrokenStorage(LocalStorage):
             raise RuntimeError("storage bug")
         return await super().stat(vpath)
 
-    async def read(self, fh, size: int) -> bytes:  # type: ignore[no-untyped-def]
-        if "boom" in fh.name:
-            raise RuntimeError("read bug")
-        return await super().read(fh, size)
+    async def open_read(self, vpath: str, offset: int = 0) -> Download:
+        download = await super().open_read(vpath, offset)
+        return _BrokenDownload(download) if "boom" in vpath else download
+
+
+class _BrokenDownload:
+    """A download whose reads raise something no transfer code expects."""
+
+    def __init__(self, download: Download) -> None:
+        self.download = download
+        self.size, self.offset = download.size, download.offset
+
+    @property
+    def file(self) -> None:
+        return None  # no zero-copy: every byte goes through read()
+
+    async def read(self, size: int) -> bytes:
+        raise RuntimeError("read bug")
+
+    async def close(self) -> None:
+        await self.download.close()
 
 
 def test_unexpected_handler_error_is_answered_451_logged_once_and_the_session_goes_on(servers, tree, caplog):
