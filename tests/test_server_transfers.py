@@ -190,6 +190,23 @@ def test_passive_range_exhausted_gives_425(servers, tree):
     assert clients[2].pasv()[1] in (41000, 41001)
 
 
+def test_one_address_cannot_take_the_whole_passive_range(servers, tree):
+    server = servers.start(tree, users=["alice:secret"], passive_ports="41050-41069", max_sessions_per_ip=50)
+    hog = [Raw(server.host, server.port) for _ in range(6)]
+    for c in hog:
+        c.login()
+    for c in hog[:5]:  # a quarter of 20 ports
+        c.pasv()
+        assert c.cmd("PASV").code == 227  # announcing again replaces the last one: still one port each
+    reply = hog[5].cmd("PASV")
+    assert reply.code == 425 and "5 passive ports" in reply.text
+    other = Raw(server.host, server.port, source="127.0.0.2")  # another client is not starved
+    other.login()
+    assert other.cmd("PASV").code == 227
+    assert hog[0].cmd("ABOR").code == 225  # gives its announced port back
+    assert hog[5].cmd("PASV").code == 227
+
+
 def test_epsv_all_refuses_other_announcements(server):
     c = Raw(server.host, server.port)
     c.login()

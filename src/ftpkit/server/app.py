@@ -67,7 +67,7 @@ class FTPServer:
         self.shared = Shared(
             cfg=cfg,
             accounts=Accounts.from_config(cfg),
-            pool=PortPool(*cfg.passive_ports),
+            pool=PortPool(*cfg.passive_ports, per_source=cfg.passive_ports_per_ip),
             executor=self.executor,
             transfer_log=TransferLog(cfg.xferlog),
             defender=Defender(defender_settings(cfg)),

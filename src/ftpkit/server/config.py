@@ -48,6 +48,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 2121
     passive_ports: tuple[int, int] = (50000, 50100)
+    passive_ports_per_ip: int = 0
     masquerade_address: str | None = None
     masquerade_map: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = ()
     allow_foreign_addresses: bool = False
@@ -295,6 +296,8 @@ SETTINGS: dict[str, Setting] = {
     "port": Setting(_whole(0, 65535), "control port (0: any free port)"),
     "passive_ports": Setting(_port_range, "passive port range LOW-HIGH; when every port is taken: 425 and a log "
                                           "line, never a port outside"),
+    "passive_ports_per_ip": Setting(_whole(0, 65535), "passive ports one client address may hold at once (0: a "
+                                                      "quarter of the range, at least 4)"),
     "masquerade_address": Setting(_ip, "IPv4 address announced in 227 replies (server behind NAT)"),
     "masquerade_map": Setting(_masquerade_map, "NETWORK=ADDRESS: announce ADDRESS in 227 to clients from NETWORK "
                                                "(repeatable; a table in TOML)"),

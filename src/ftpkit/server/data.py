@@ -264,18 +264,29 @@ class DataTLSError(Exception):
 
 
 class PortPool:
-    """The passive port range, shared by all sessions of one server (one event loop: no locks needed)."""
+    """The passive port range, shared by all sessions of one server (one event loop: no locks needed).
 
-    def __init__(self, low: int, high: int) -> None:
+    One client address holds at most ``per_source`` ports at once (0: a quarter of the range, at least 4), so a
+    single source cannot exhaust the range for everybody else."""
+
+    def __init__(self, low: int, high: int, per_source: int = 0) -> None:
         self.low, self.high = low, high
         self.in_use: set[int] = set()
+        self.per_source = per_source or max(4, self.size // 4)
+        self.held: dict[int, str] = {}  # port -> the client address it is announced to
+        self.by_source: dict[str, int] = {}
 
     @property
     def size(self) -> int:
         return self.high - self.low + 1
 
-    def bind(self, family: int, address: str) -> socket.socket:
-        """A listening socket on a free port of the range; :class:`DataConnectionError` when none is free."""
+    def bind(self, family: int, address: str, source: str = "") -> socket.socket:
+        """A listening socket on a free port of the range for a client at ``source``; :class:`DataConnectionError`
+        when none is free or that client holds its share already."""
+        if self.by_source.get(source, 0) >= self.per_source:
+            log.warning("passive ports: %s holds %d ports of %d-%d already (its share)", source or "?",
+                        self.by_source[source], self.low, self.high)
+            raise DataConnectionError(f"your address holds {self.per_source} passive ports already")
         span = self.size
         start = random.randrange(span)
         for i in range(span):
@@ -294,12 +305,21 @@ class PortPool:
                 raise DataConnectionError(f"cannot listen on {address}:{port}: {exc.strerror}") from None
             sock.setblocking(False)
             self.in_use.add(port)
+            self.held[port] = source
+            self.by_source[source] = self.by_source.get(source, 0) + 1
             return sock
         log.warning("passive port range %d-%d exhausted (%d ports in use)", self.low, self.high, len(self.in_use))
         raise DataConnectionError(f"no free passive port in {self.low}-{self.high}")
 
     def release(self, port: int) -> None:
         self.in_use.discard(port)
+        source = self.held.pop(port, None)
+        if source is not None:
+            left = self.by_source.get(source, 1) - 1
+            if left > 0:
+                self.by_source[source] = left
+            else:
+                self.by_source.pop(source, None)
 
 
 class PassiveListener:
@@ -309,7 +329,7 @@ class PassiveListener:
                  session_id: str, accept_timeout: float = 30.0) -> None:
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
         self.pool = pool
-        self.sock = pool.bind(family, local_ip)
+        self.sock = pool.bind(family, local_ip, peer_ip)
         self.port: int = self.sock.getsockname()[1]
         self.peer_ip = peer_ip
         self.method = method

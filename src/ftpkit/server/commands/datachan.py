@@ -82,6 +82,7 @@ async def eprt(s: Session, cmd: Command) -> None:
 
 
 async def _passive(s: Session, method: DataMethod, announce_host: str) -> PassiveListener | None:
+    s.set_data(None)  # a new announcement replaces the last one: its port goes back first
     try:
         listener = PassiveListener(s.shared.pool, s.local_ip, s.peer_ip, HostPort(announce_host, 0), method, s.id,
                                    s.cfg.data_accept_timeout)
