@@ -223,7 +223,8 @@ def test_ccc_refused_unless_allowed(servers, tree, cert):
 
 def test_stalled_handshake_is_dropped_while_others_carry_on(servers, tree, cert):
     server = servers.start(tree, users=["alice:secret"], tls="optional", tls_cert=str(cert[0]),
-                           tls_key=str(cert[1]), tls_implicit_port=0, tls_handshake_timeout=0.5)
+                           tls_key=str(cert[1]), tls_implicit_port=0, tls_handshake_timeout=0.5,
+                           max_prelogin_per_ip=64)
     stalled = [socket.create_connection(("127.0.0.1", server.server.implicit_port), timeout=10) for _ in range(20)]
     # meanwhile a normal session works
     other = Raw("127.0.0.1", server.port)
@@ -235,7 +236,8 @@ def test_stalled_handshake_is_dropped_while_others_carry_on(servers, tree, cert)
 
 def test_stalled_handshake_costs_no_cpu(tree, cert, tmp_path):
     proc = subprocess.Popen([*FTPKIT, "serve", str(tree), "--port", "0", "--tls", "implicit", "--tls-cert",
-                             str(cert[0]), "--tls-key", str(cert[1]), "--tls-handshake-timeout", "3"],
+                             str(cert[0]), "--tls-key", str(cert[1]), "--tls-handshake-timeout", "3",
+                             "--max-prelogin-per-ip", "64"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = int(re.search(r":(\d+)/", proc.stdout.readline()).group(1))

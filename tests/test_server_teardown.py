@@ -6,6 +6,7 @@ file descriptors, tasks, threads, passive ports and counters are back to their b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -213,3 +214,36 @@ def test_torn_down_and_nothing_left_behind(teardown_server: RunningServer, name:
 def test_uploaded_whole_file_survived_quit(teardown_server: RunningServer) -> None:
     quit_after_upload_data_ended(_connect(teardown_server))
     assert (Path(teardown_server.root) / "whole.bin").stat().st_size == 3 << 20
+
+
+def test_trickled_bytes_cannot_extend_the_login_deadline(servers: ServerThread, tree: Path) -> None:
+    """Slowloris: a byte every 50 ms keeps the idle timer young, but the login deadline holds."""
+    running = servers.start(tree, login_timeout=0.5, idle_timeout=60)
+    sock = socket.create_connection((running.host, running.port), timeout=10)
+    assert sock.recv(1024).startswith(b"220")
+    got = b""
+    for byte in b"USER anonymous" * 100:  # bounded: far longer than the deadline
+        try:
+            sock.send(bytes([byte]))
+        except OSError:
+            break
+        threading.Event().wait(0.05)  # the attack itself: the pace of the trickle
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            got += sock.recv(1024)
+        sock.setblocking(True)
+        if b"421" in got:
+            break
+    assert b"421 No login within 0.5 s" in got
+
+
+def test_connections_not_logged_in_are_capped_per_address(servers: ServerThread, tree: Path) -> None:
+    running = servers.start(tree, users=["alice:secret"], max_prelogin_per_ip=3)
+    waiting = [Raw(running.host, running.port) for _ in range(3)]
+    assert all(c.greeting.code == 220 for c in waiting)
+    refused = Raw(running.host, running.port)
+    assert refused.greeting.code == 421 and "not logged in" in refused.greeting.text
+    other = Raw(running.host, running.port, source="127.0.0.2")  # another address is not affected
+    assert other.greeting.code == 220
+    waiting[0].login()  # a logged-in session no longer counts
+    assert Raw(running.host, running.port).greeting.code == 220

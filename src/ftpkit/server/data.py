@@ -196,6 +196,10 @@ class DataStream:
     def received(self) -> int:
         return self.protocol.received
 
+    @property
+    def tls(self) -> bool:
+        return self.transport.get_extra_info("ssl_object") is not None
+
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLObject:
         """TLS as the server of this data connection (RFC 4217: the FTP server is the TLS server whichever side
         connected), after the 150 reply, as clients expect."""
@@ -210,6 +214,8 @@ class DataStream:
         if tls_transport is None:
             raise DataTLSError("the client closed the data connection during the TLS handshake")
         self.protocol.upgraded(tls_transport)
+        # room for a whole read-ahead chunk: a write of it does not stop for every TLS record
+        tls_transport.set_write_buffer_limits(high=4 << 20)
         ssl_object = tls_transport.get_extra_info("ssl_object")
         assert isinstance(ssl_object, ssl.SSLObject)
         return ssl_object

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ftpkit.server")
 
 SENDFILE_CHUNK = 4 << 20  # bytes per sendfile call: progress for STAT, and a bound for the idle timeout
-READ_CHUNK = 256 << 10  # TYPE A downloads read this much per thread call
+READ_CHUNK = 1 << 20  # downloads that are not sendfile'd (TYPE A, TLS, object storage) read this much at a time
 
 Body = Callable[[DataStream, Transfer], Awaitable[None]]
 
@@ -152,7 +152,7 @@ def _type_name(s: Session) -> str:
 async def _send_file(s: Session, download: Download, stream: DataStream, t: Transfer) -> None:
     idle = s.cfg.data_idle_timeout
     fh = download.file
-    if not s.ascii and fh is not None:  # zero-copy from the file to the socket
+    if not s.ascii and fh is not None and not stream.tls:  # zero-copy from the file to the socket
         position = download.offset
         while True:
             sent = await stream.sendfile(fh, position, SENDFILE_CHUNK, idle)
@@ -160,14 +160,22 @@ async def _send_file(s: Session, download: Download, stream: DataStream, t: Tran
                 return
             position += sent
             t.bytes += sent
+    # Read ahead: the next chunk is read by a worker thread while this one is converted, encrypted and sent.
     convert = ToNetwork() if s.ascii else None
-    while True:
-        chunk = await download.read(READ_CHUNK)
-        if not chunk:
-            return
-        data = convert.convert(chunk) if convert else chunk
-        t.bytes += len(data)
-        await stream.write(data, idle)
+    ahead = asyncio.ensure_future(download.read(READ_CHUNK))
+    try:
+        while True:
+            chunk = await ahead
+            if not chunk:
+                return
+            ahead = asyncio.ensure_future(download.read(READ_CHUNK))
+            data = convert.convert(chunk) if convert else chunk
+            t.bytes += len(data)
+            await stream.write(data, idle)
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
 
 
 @command("RETR", arg="required", syntax="RETR path")
