@@ -247,3 +247,35 @@ def test_connections_not_logged_in_are_capped_per_address(servers: ServerThread,
     assert other.greeting.code == 220
     waiting[0].login()  # a logged-in session no longer counts
     assert Raw(running.host, running.port).greeting.code == 220
+
+
+def test_a_pipelined_flood_is_left_in_the_kernel_not_in_our_memory(servers: ServerThread, tree: Path) -> None:
+    """A client that floods commands while a transfer runs and reads no reply: the server stops reading at 64
+    waiting commands; the rest stays in the socket buffers, and other sessions are served meanwhile."""
+    with (tree / "big.bin").open("wb") as fh:
+        fh.truncate(256 << 20)
+    running = servers.start(tree, users=["alice:secret"])
+    c = _connect(running)
+    data = _start(c, "RETR", "big.bin", rcvbuf=4096)  # a transfer that stalls: everything else must wait
+    c.sock.setblocking(False)
+    sent = 0
+    flood = b"NOOP\r\n" * 10000
+    for _ in range(1000):  # bounded: until the kernel's buffers are full
+        try:
+            sent += c.sock.send(flood)
+        except BlockingIOError:
+            break
+    bound = 64 + 65536 // 6  # the limit plus what one read of 64 KiB can hold
+    assert sent // 6 > 4 * bound
+
+    async def waiting() -> int:
+        return max(s.conv.waiting for s in running.server.shared.sessions)
+
+    for _ in range(100):  # watch the server for a while: its queue never grows past the bound
+        queued = asyncio.run_coroutine_threadsafe(waiting(), running.loop).result(10)
+        assert queued <= bound, queued
+        threading.Event().wait(0.01)
+    other = _connect(running)
+    assert other.cmd("PWD").code == 257
+    _reset(c.sock)
+    data.close()
