@@ -358,7 +358,8 @@ def ftpkit_server(ws: Workspace, label: str, passive: str, tls: bool = False, an
     port = free_port()
     argv = [sys.executable, "-m", "ftpkit", "serve", str(ws.served), "--host", HOST, "--port", str(port),
             "--passive-ports", f"{low}-{high}", "--users-file", str(ws.users_file), "--max-sessions", str(CAP),
-            "--max-sessions-per-ip", str(CAP), "--max-prelogin-per-ip", str(CAP), "--passive-ports-per-ip", "65535", "--log-level", "warning"]
+            "--max-sessions-per-ip", str(CAP), "--max-prelogin-per-ip", str(CAP), "--passive-ports-per-ip", "65535",
+            "--log-level", "warning"]
     if tls:
         argv += ["--tls", "required", "--tls-cert", str(ws.cert), "--tls-key", str(ws.key), "--no-anonymous"]
     else:

@@ -124,6 +124,9 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
     except asyncio.CancelledError:
         error = "aborted"
         raise
+    except (ConnectionError, OSError) as exc:  # the control connection broke while a reply was sent
+        error = error or f"control connection lost: {exc}"
+        log.info("[%s] %s %s: control connection lost: %s", s.id, t.command.verb, t.path, exc)
     finally:
         if t.stream is not None and not complete:
             t.stream.abort()
