@@ -3,7 +3,9 @@ handshake that never finishes."""
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
+import io
 import os
 import re
 import socket
@@ -313,3 +315,52 @@ def test_doctor_with_tls(tls_server, cert):
     assert untrusted.returncode == 1
     finding = json.loads(untrusted.stdout)["findings"][0]
     assert finding["code"] == "tls-failed" and "self-signed" in finding["summary"]
+
+
+class _ReusingFTP_TLS(ftplib.FTP_TLS):
+    """Python's ftplib with the data connection resuming the control connection's TLS session (what curl, lftp
+    and FileZilla do; stock ftplib does not, so servers that require reuse refuse it, vsftpd as ftpkit)."""
+
+    def ntransfercmd(self, cmd, rest=None):  # type: ignore[no-untyped-def]
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+
+@pytest.mark.parametrize("passive", [True, False])
+def test_ftplib_with_tls_and_session_reuse_required(tls_server, cert, tmp_path, passive):
+    ctx = ssl.create_default_context(cafile=str(cert[0]))
+    payload = os.urandom(1 << 20)
+    ftp = _ReusingFTP_TLS(context=ctx)
+    ftp.connect("127.0.0.1", tls_server.port, timeout=20)
+    ftp.login("alice", "secret")
+    ftp.prot_p()
+    ftp.set_pasv(passive)
+    ftp.storbinary("STOR up.bin", io.BytesIO(payload))
+    got = io.BytesIO()
+    ftp.retrbinary("RETR up.bin", got.write)
+    assert got.getvalue() == payload and (tls_server.root / "up.bin").read_bytes() == payload
+    ftp.quit()
+
+
+def test_stock_ftplib_is_told_why_when_reuse_is_required_and_served_when_not(servers, tree, cert):
+    ctx = ssl.create_default_context(cafile=str(cert[0]))
+    strict = servers.start(tree, users=["alice:secret"], tls="required", tls_cert=str(cert[0]),
+                           tls_key=str(cert[1]))
+    ftp = ftplib.FTP_TLS(context=ctx)
+    ftp.connect("127.0.0.1", strict.port, timeout=20)
+    ftp.login("alice", "secret")
+    ftp.prot_p()
+    with pytest.raises((ftplib.error_perm, ssl.SSLError, OSError)):
+        ftp.retrbinary("RETR hello.txt", lambda _: None)
+    lenient = servers.start(tree, users=["alice:secret"], tls="required", tls_cert=str(cert[0]),
+                            tls_key=str(cert[1]), require_session_reuse=False)
+    ftp = ftplib.FTP_TLS(context=ctx)
+    ftp.connect("127.0.0.1", lenient.port, timeout=20)
+    ftp.login("alice", "secret")
+    ftp.prot_p()
+    got = io.BytesIO()
+    ftp.retrbinary("RETR hello.txt", got.write)
+    assert got.getvalue() == b"hello\nworld\n"
+    ftp.quit()

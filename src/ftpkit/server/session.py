@@ -294,7 +294,8 @@ class Session:
             self.shared.defender.record(self.peer_ip, "protocol_error")
             await self.reply(500, bad_line_text(event))
             return
-        log.debug("[%s] --> %s", self.id, event.masked())
+        if log.isEnabledFor(logging.DEBUG):  # masking costs a little: only when the conversation is logged
+            log.debug("[%s] --> %s", self.id, event.masked())
         spec = COMMANDS.get(event.verb)
         previous, self.previous_verb = self.previous_verb, event.verb
         if (event.verb != "RNTO" or previous != "RNFR") and event.verb != "RNFR":
