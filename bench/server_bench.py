@@ -27,9 +27,11 @@ best round. Ratios: throughput ftpkit / best anchor, times and memory best ancho
 
 Writes its section of ``bench/results.md`` (``--section``, default ``server``). Run as root on Debian after
 ``./run test`` has installed the peers: ``.venv/bin/python bench/server_bench.py [--quick] [--rows retr,stor]``.
-``--profile DIR`` also records ftpkit under the sessions16 and stor rows with py-spy (after the measured rounds) and
-puts its top functions by self time into the section. Everything is bounded in count and time; every process it starts
-is stopped by its PID; the tmpfs is unmounted and the system user removed at the end, also on failure.
+``--profile DIR`` also records ftpkit with py-spy under ``--profile-rows`` (default sessions16,stor; after the
+measured rounds, each row three times), keeps the raw stacks in DIR and writes the top functions by self time to the
+section ``SECTION-profile``; ``--profile-only`` skips the measured rounds. Everything is bounded in count and time;
+every process it starts is stopped by its PID; the tmpfs is unmounted and the system user removed at the end, also on
+failure.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ NOFILE = 65536  # RLIMIT_NOFILE of the benchmark and of every server (10,000 idl
 COMMAND_TIMEOUT = 600.0  # one curl / lftp / ftpkit command
 ROW_TIMEOUT = 600.0  # one measurement of a session row
 STOP_TIMEOUT = 10.0
-PROFILE_RATE = 250  # py-spy samples per second
+PROFILE_RATE = 100  # py-spy samples per second (at 250 it fell seconds behind ftpkit's 33 threads)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # Passive ranges of their own, below the ephemeral range (32768-60999) and the test suite's (20000+).
 PASSIVE = {"ftpkit": (10000, 10499), "vsftpd": (10500, 10999), "pyftpdlib": (11000, 11499),
@@ -907,7 +909,8 @@ def recording(pid: int, out: Path) -> Iterator[None]:
     log = out.with_suffix(".log")
     with log.open("wb") as fh:
         proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate",
-                                 str(PROFILE_RATE), "--function", "--threads", "--idle"], stdout=fh, stderr=fh)
+                                 str(PROFILE_RATE), "--function", "--threads", "--idle", "--nonblocking"],
+                                stdout=fh, stderr=fh)
     for _ in range(100):  # until py-spy says it samples (bounded: 10 s)
         if b"Sampling process" in log.read_bytes() or proc.poll() is not None:
             break
@@ -924,21 +927,25 @@ def recording(pid: int, out: Path) -> Iterator[None]:
             proc.wait(10)
 
 
-WAITS = ("EpollSelector.select ", "_worker ")  # leaf frames that wait: the event loop's epoll, a worker's queue
+# Leaf frames that wait: the event loop's epoll, a worker on its queue, a thread on a condition.
+WAITS = ("EpollSelector.select ", "_worker ", "Condition.wait ")
 
 
 @dataclass
 class Profile:
     threads: dict[str, tuple[int, int]]  # thread kind -> (samples, busy samples)
     leaves: list[tuple[str, int]]  # busy leaf frames (self time), most first
-    busy: int
+    busy: int  # busy samples ranked in leaves
+    apart: int = 0  # busy samples set apart (the login's password check in a transfer row)
 
 
-def self_times(raw: Path, top: int = 12) -> Profile:
+def self_times(raw: Path, top: int = 12, apart: str | None = None) -> Profile:
     """From py-spy's collapsed stacks (recorded with --idle): per thread kind all and busy samples, and the leaf
-    frames of the busy ones (self time). A sample is waiting when its leaf is the loop's epoll or a worker's queue."""
+    frames of the busy ones (self time). A sample is waiting when its leaf is the loop's epoll or a worker's queue.
+    Busy samples with a frame containing ``apart`` are only counted (``Profile.apart``)."""
     leaves: dict[str, int] = {}
     threads: dict[str, list[int]] = {}
+    set_apart = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -946,38 +953,44 @@ def self_times(raw: Path, top: int = 12) -> Profile:
         count = int(count_text)
         frames = stack.split(";")
         name = frames[0].split(": ", 1)[-1]
-        kind = "event loop" if name == "MainThread" else "worker threads" if "io_" in name else name
+        kind = "event loop" if name == "MainThread" else "worker threads"
         seen = threads.setdefault(kind, [0, 0])
         seen[0] += count
         leaf = frames[-1]
-        if leaf.startswith(WAITS):
+        if leaf.startswith(WAITS) or len(frames) == 1:  # waiting, or no Python frame in this (nonblocking) sample
             continue
         seen[1] += count
+        if apart and any(apart in f for f in frames):
+            set_apart += count
+            continue
         leaves[leaf] = leaves.get(leaf, 0) + count
     ranked = sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
-    return Profile({k: (v[0], v[1]) for k, v in threads.items()}, ranked, sum(leaves.values()))
+    return Profile({k: (v[0], v[1]) for k, v in threads.items()}, ranked, sum(leaves.values()), set_apart)
 
 
-def profile(rows: list[Row], servers: dict[str, Server], ws: Workspace, plan: Plan, home: Path, outdir: Path,
-            repeat: int = 3) -> list[str]:
+PROFILED = ("retr", "stor", "sessions16", "sessions200", "logins", "ftps-retr", "ftps-stor")
+
+
+def profile(rows: list[Row], keys: list[str], servers: dict[str, Server], ws: Workspace, plan: Plan, home: Path,
+            outdir: Path, repeat: int = 3) -> list[str]:
     outdir.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     for row in rows:
-        if row.key not in ("sessions16", "stor"):
+        label = row.participants[-1]  # ftpkit or ftpkit-tls
+        if row.key not in keys or label not in servers:
             continue
         raw = outdir / f"ftpkit-{row.key}.txt"
-        if "ftpkit" not in servers:
-            continue
-        srv = servers["ftpkit"]
-        print(f"server_bench: profiling ftpkit (PID {srv.pid}) under {row.key} x {repeat} -> {raw}", flush=True)
+        srv = servers[label]
+        print(f"server_bench: profiling {label} (PID {srv.pid}) under {row.key} x {repeat} -> {raw}", flush=True)
         try:
             with recording(srv.pid, raw):
                 for _ in range(repeat):
-                    run_one(row, "ftpkit", servers, ws, plan, home)
+                    run_one(row, label, servers, ws, plan, home)
         except (Failed, OSError, subprocess.SubprocessError) as exc:
             lines += ["", f"- {row.title}: profile failed: {exc}"]
             continue
-        got = self_times(raw)
+        transfer = row.key in ("retr", "stor", "ftps-retr", "ftps-stor")
+        got = self_times(raw, apart="Accounts.check" if transfer else None)
         if not got.busy:
             lines += ["", f"- {row.title}: py-spy recorded no busy samples"]
             continue
@@ -986,6 +999,8 @@ def profile(rows: list[Row], servers: dict[str, Server], ws: Workspace, plan: Pl
         share = (f"the event loop thread was busy in {100 * loop_busy / max(1, loop_all):.0f}% of its samples; "
                  f"the worker threads together in {work_busy:,} samples ({work_busy / max(1, loop_all):.2f} threads "
                  "busy on average)")
+        if got.apart:
+            share += f"; {got.apart:,} busy samples of the login's password check (not in curl's MB/s) left out"
         lines += ["", f"py-spy under **{row.title}** ({repeat} runs, {PROFILE_RATE} Hz, {got.busy:,} busy samples; "
                   f"{share}), top functions by self time (share of busy samples):", "",
                   "| self | function (file:line of its start) |", "|---|---|"]
@@ -1091,7 +1106,7 @@ def rounds_detail(rows: list[Row]) -> list[str]:
 
 
 def write_results(args: argparse.Namespace, rows: list[Row], plan: Plan, ws_info: dict[str, str],
-                  info: dict[str, str], load: tuple[str, str], profile_lines: list[str]) -> None:
+                  info: dict[str, str], load: tuple[str, str]) -> None:
     size = f"{plan.size >> 20} MiB"
     lines = [
         f"## Server: ftpkit against vsftpd and pyftpdlib{(' — ' + args.note) if args.note else ''}",
@@ -1125,9 +1140,19 @@ def write_results(args: argparse.Namespace, rows: list[Row], plan: Plan, ws_info
         lines += ["", "Clients against the same `ftpkit serve` (anonymous, write allowed; process start to exit, "
                   "every copy checked by SHA-256):", "", *clients]
     lines += ["", "<details><summary>Every round</summary>", "", *rounds_detail(rows), "", "</details>"]
-    if profile_lines:
-        lines += ["", "### Where the time goes (py-spy, ftpkit only, after the measured rounds)", *profile_lines]
     write_section(args.section, lines)
+
+
+def write_profile(args: argparse.Namespace, info: dict[str, str], load: tuple[str, str], lines: list[str]) -> None:
+    head = [f"### Where the time goes: py-spy on ftpkit{(' — ' + args.note) if args.note else ''}", "",
+            f"Recorded by `python bench/server_bench.py{' --quick' if args.quick else ''} --profile DIR --profile-rows "
+            f"{args.profile_rows}{' --profile-only' if args.profile_only else ''}` on {time.strftime('%Y-%m-%d')} "
+            f"(ftpkit `{info['ftpkit']}`, py-spy {info['py-spy']}, load average {load[0]} / {load[1]}): `py-spy record "
+            f"--idle --threads --function --nonblocking --rate {PROFILE_RATE}` on the server while the row runs three "
+            "times, outside the measured rounds. Waiting samples (the event loop in epoll, a worker thread on its "
+            "queue) are counted apart; the rest are busy samples, and the tables rank their innermost Python frame "
+            "(self time: time in C code called from a function, such as a socket call, counts for that function)."]
+    write_section(f"{args.section}-profile", head + lines)
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
@@ -1141,7 +1166,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each figure is the best (default 3)")
     parser.add_argument("--rows", default="", help=f"comma-separated, of: {', '.join(ROW_KEYS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="100 MiB files and smaller counts, for development")
-    parser.add_argument("--profile", metavar="DIR", type=Path, help="also record ftpkit with py-spy (sessions16, stor)")
+    parser.add_argument("--profile", metavar="DIR", type=Path, help="also record ftpkit with py-spy, after the rounds")
+    parser.add_argument("--profile-rows", default="sessions16,stor",
+                        help=f"rows to profile with --profile, of: {', '.join(PROFILED)} (default sessions16,stor)")
+    parser.add_argument("--profile-only", action="store_true", help="no measured rounds: only the profiles "
+                        "(written to the SECTION-profile section)")
     parser.add_argument("--section", default="server", help="section of bench/results.md to write (default server)")
     parser.add_argument("--note", default="", help="words for the section's title, e.g. 'before: main at abc1234'")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
@@ -1150,6 +1179,11 @@ def main() -> int:
     unknown = [k for k in keys if k not in ROW_KEYS]
     if unknown:
         parser.error(f"--rows: unknown {', '.join(unknown)}; allowed: {', '.join(ROW_KEYS)}")
+    profile_keys = [k.strip() for k in args.profile_rows.split(",") if k.strip()]
+    if args.profile_only and not args.profile:
+        parser.error("--profile-only needs --profile DIR")
+    if any(k not in PROFILED for k in profile_keys):
+        parser.error(f"--profile-rows: allowed: {', '.join(PROFILED)}")
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds: 1 to 20")
     if os.geteuid() != 0:
@@ -1176,7 +1210,9 @@ def main() -> int:
         print(f"server_bench: hashes: ftpkit {ws_info['argon2']}, system user {ws_info['shadow']}", flush=True)
         home = ws.conf / "home"
         home.mkdir()
-        for label in dict.fromkeys(s for r in rows for s in servers_for(r)):
+        wanted = ([r.participants[-1] for r in rows if r.key in profile_keys] if args.profile_only
+                  else [s for r in rows for s in servers_for(r)])
+        for label in dict.fromkeys(wanted):
             srv = build(ws, label)
             stack.callback(srv.stop)
             try:
@@ -1187,7 +1223,7 @@ def main() -> int:
             servers[label] = srv
             print(f"server_bench: {label} on port {srv.port} (PID {srv.pid})", flush=True)
         for label in ("ftpkit", "vsftpd", "pyftpdlib", "ftpkit-tls", "vsftpd-tls"):
-            if label in servers and any(r.key in ("retr", "ftps-retr") for r in rows):
+            if label in servers and any(r.key in ("retr", "ftps-retr") for r in rows) and not args.profile_only:
                 try:
                     cipher = check_download(servers[label], ws, tls=label.endswith("-tls"))
                     print(f"server_bench: {label}: a downloaded copy is byte-exact {cipher}", flush=True)
@@ -1198,7 +1234,7 @@ def main() -> int:
                         if r.key in ("retr", "ftps-retr") and label in r.participants:
                             r.failures.setdefault(label, []).append(f"byte-exact check: {exc}")
                     print(f"server_bench: {label}: FAILED the byte-exact check: {exc}", flush=True)
-        for round_ in range(args.rounds):
+        for round_ in range(0 if args.profile_only else args.rounds):
             print(f"server_bench: round {round_ + 1} of {args.rounds}", flush=True)
             for row in rows:
                 if row.once and round_ > 0:
@@ -1208,7 +1244,8 @@ def main() -> int:
                 for who in order[shift:] + order[:shift]:
                     measure(row, who, servers, ws, plan, home)
         if args.profile:
-            profile_lines = profile(rows, servers, ws, plan, home, args.profile)
+            profile_lines = profile(rows, profile_keys, servers, ws, plan, home, args.profile)
+            print(f"server_bench: py-spy's raw stacks (flamegraph.pl / speedscope input) are in {args.profile}")
         for srv in servers.values():
             srv.stop()
     load_end = f"{os.getloadavg()[0]:.1f}"
@@ -1218,8 +1255,13 @@ def main() -> int:
         cells = "; ".join(f"{w} {fmt(row, w)}" for w in row.participants)
         print(f"{row.title}: {cells}; ftpkit / best: {f'{ratio:.2f} (vs {who})' if ratio else '—'}")
     if not args.no_write:
-        write_results(args, rows, plan, ws_info, machine(), (load_start, load_end), profile_lines)
-        print(f"server_bench: wrote the {args.section!r} section of {HERE / 'results.md'}")
+        info = machine()
+        if not args.profile_only:
+            write_results(args, rows, plan, ws_info, info, (load_start, load_end))
+            print(f"server_bench: wrote the {args.section!r} section of {HERE / 'results.md'}")
+        if profile_lines:
+            write_profile(args, info, (load_start, load_end), profile_lines)
+            print(f"server_bench: wrote the {args.section + '-profile'!r} section of {HERE / 'results.md'}")
     return 0
 
 
