@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fnmatch
+import functools
 import os
 import posixpath
 import stat as statmod
@@ -148,11 +149,17 @@ class Storage(Protocol):
 
 
 
+@functools.lru_cache(maxsize=4096)
+def _resolved_home(home: Path) -> Path:
+    """A home's real path, resolved once per home (every login made a storage and walked it with realpath)."""
+    return home.resolve()
+
+
 class LocalStorage:
     """A user's home on the local file system. One instance per session (it knows the home). A :class:`Storage`."""
 
     def __init__(self, home: Path, executor: Executor | None, upload_mode: UploadMode = "atomic") -> None:
-        self.home = home.resolve()
+        self.home = _resolved_home(home)
         self.upload_mode: UploadMode = upload_mode
         self._home_str = str(self.home)
         self._executor = executor
@@ -334,8 +341,10 @@ class _LocalDownload:
             raise _os_error(exc, self.vpath) from None
 
     async def close(self) -> None:
+        # Closing a file opened for reading flushes nothing: close(2) does not wait for the disk, so it needs no
+        # trip to a worker thread (one per download saved: they cost the event loop more than the close itself).
         try:
-            await self.storage.run(self._fh.close)
+            self._fh.close()
         except OSError as exc:
             raise _os_error(exc, self.vpath) from None
 
