@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from conftest import passive_range
 from ftpkit.server.storage import LocalStorage
 from rawftp import Raw, read_all
 
@@ -178,20 +179,22 @@ def test_data_connection_reset_during_sendfile_gets_426_every_time(servers, tree
 
 
 def test_passive_range_exhausted_gives_425(servers, tree):
-    server = servers.start(tree, users=["alice:secret"], passive_ports="41000-41001")
+    passive = passive_range(2)  # a range of its own: runs in parallel never share it
+    low, high = (int(p) for p in passive.split("-"))
+    server = servers.start(tree, users=["alice:secret"], passive_ports=passive)
     clients = [Raw(server.host, server.port) for _ in range(3)]
     for c in clients:
         c.login()
     ports = {clients[0].pasv()[1], clients[1].pasv()[1]}
-    assert ports == {41000, 41001}
+    assert ports == {low, high}
     reply = clients[2].cmd("PASV")
-    assert reply.code == 425 and "41000-41001" in reply.text
+    assert reply.code == 425 and passive in reply.text
     clients[0].cmd("ABOR")  # frees its listener
-    assert clients[2].pasv()[1] in (41000, 41001)
+    assert clients[2].pasv()[1] in (low, high)
 
 
 def test_one_address_cannot_take_the_whole_passive_range(servers, tree):
-    server = servers.start(tree, users=["alice:secret"], passive_ports="41050-41069", max_sessions_per_ip=50)
+    server = servers.start(tree, users=["alice:secret"], passive_ports=passive_range(20), max_sessions_per_ip=50)
     hog = [Raw(server.host, server.port) for _ in range(6)]
     for c in hog:
         c.login()
@@ -270,7 +273,7 @@ def test_slow_storage_does_not_stall_other_sessions(servers, tree):
 
 
 def test_unused_passive_listener_closes_after_timeout(servers, tree):
-    server = servers.start(tree, users=["alice:secret"], data_accept_timeout=0.3, passive_ports="41010-41010")
+    server = servers.start(tree, users=["alice:secret"], data_accept_timeout=0.3, passive_ports=passive_range(1))
     c = Raw(server.host, server.port)
     c.login()
     _, port = c.pasv()
