@@ -25,61 +25,11 @@
 # See scripts/PEERS-NOTES.md for how to run each server.
 set -euo pipefail
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "install-peers: not running as root; skipping FTP peer install"
-    exit 0
-fi
-if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
-    echo "install-peers: no apt-get/dpkg (not Debian); skipping FTP peer install"
-    exit 0
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-
-SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
-PEERS_DIR="$(cd "$SCRIPT_DIR/.." && pwd)/.peers"
-
-# apt package -> command that proves it is installed
-APT_TOOLS=(
-    curl:curl
-    lftp:lftp
-    tnftp:tnftp
-    ncftp:ncftp
-    inetutils-ftp:inetutils-ftp
-    vsftpd:vsftpd
-    tshark:tshark
-    tcpdump:tcpdump
-    iptables:iptables
-    conntrack:conntrack
-    iproute2:ip
-    openssl:openssl
-)
 log() { echo "install-peers: $*"; }
 die() { echo "install-peers: ERROR: $*" >&2; exit 1; }
 
-PROFTPD_BIN="$PEERS_DIR/proftpd/usr/sbin/proftpd"
-PUREFTPD_BIN="$PEERS_DIR/pure-ftpd/usr/sbin/pure-ftpd"
-PUREPW_BIN="$PEERS_DIR/pure-ftpd/usr/bin/pure-pw"
 # tree -> the packages unpacked into it
 declare -A TREE_PKGS=([proftpd]="proftpd-core proftpd-mod-crypto" [pure-ftpd]="pure-ftpd")
-
-# --- what is missing -------------------------------------------------------
-unpack_trees=()
-[ -x "$PROFTPD_BIN" ] && [ -f "$PEERS_DIR/proftpd/usr/lib/proftpd/mod_tls.so" ] \
-    && [ -f "$PEERS_DIR/proftpd/.unpacked" ] && [ -f "$PEERS_DIR/proftpd/.depends" ] || unpack_trees+=(proftpd)
-[ -x "$PUREFTPD_BIN" ] && [ -x "$PUREPW_BIN" ] && [ -f "$PEERS_DIR/pure-ftpd/.unpacked" ] \
-    && [ -f "$PEERS_DIR/pure-ftpd/.depends" ] || unpack_trees+=(pure-ftpd)
-
-# --- apt -------------------------------------------------------------------
-apt_updated=0
-apt_update_once() {
-    if [ "$apt_updated" -eq 0 ]; then
-        log "apt-get update"
-        apt-get update -qq
-        apt_updated=1
-    fi
-}
 
 # sections NAME...: "PACKAGE SECTION" for each NAME that has a candidate version (a virtual or unknown name prints
 # nothing). One apt-cache call for all names: each call reads the package lists anew (~1 s).
@@ -95,13 +45,13 @@ is_library_section() {
     case $1 in libs | */libs | oldlibs | */oldlibs) return 0 ;; *) return 1 ;; esac
 }
 
-# derive_depends TREE DEB...: write TREE/.depends, the library packages the unpacked DEBs load (one a line; a
-# comment line names what was dropped). For each Depends/Pre-Depends entry the first alternative that is a
+# derive_depends DEB...: print the library packages the unpacked DEBs load (one a line, after two comment lines
+# naming the DEBs and what was dropped). For each Depends/Pre-Depends entry the first alternative that is a
 # shared-library package wins (a virtual name counts through its first library provider); an entry naming a
 # package unpacked here is satisfied already; an entry with no library among its alternatives is dropped.
 derive_depends() {
-    local tree=$1; shift
-    local own=" ${TREE_PKGS[proftpd]} ${TREE_PKGS[pure-ftpd]} " groups=() names=() virtuals=() provider_names=() kept=() dropped=()
+    local own=" ${TREE_PKGS[proftpd]} ${TREE_PKGS[pure-ftpd]} "
+    local groups=() names=() virtuals=() provider_names=() kept=() dropped=()
     local group alt lib pkg sec virtual provider
     local -A section=() provided_by=()
     while IFS= read -r group; do
@@ -139,11 +89,69 @@ derive_depends() {
         esac
     done
     [ "${#kept[@]}" -gt 0 ] || die "no library package derived from the Depends of: $*"
-    {
-        echo "# derived from the Depends of:$(for deb in "$@"; do printf ' %s' "${deb##*/}"; done)"
-        echo "# dropped (no shared library among the alternatives): ${dropped[*]:-none}"
-        printf '%s\n' "${kept[@]}"
-    } > "$PEERS_DIR/$tree/.depends"
+    echo "# derived from the Depends of:$(for deb in "$@"; do printf ' %s' "${deb##*/}"; done)"
+    echo "# dropped (no shared library among the alternatives): ${dropped[*]:-none}"
+    printf '%s\n' "${kept[@]}"
+}
+
+# `install-peers.sh --derive-depends DEB...` only prints what derive_depends finds (any user; needs apt's lists).
+if [ "${1:-}" = --derive-depends ]; then
+    shift
+    [ "$#" -gt 0 ] || die "--derive-depends needs .deb files"
+    derive_depends "$@"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-peers: not running as root; skipping FTP peer install"
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "install-peers: no apt-get/dpkg (not Debian); skipping FTP peer install"
+    exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
+PEERS_DIR="$(cd "$SCRIPT_DIR/.." && pwd)/.peers"
+
+# apt package -> command that proves it is installed
+APT_TOOLS=(
+    curl:curl
+    lftp:lftp
+    tnftp:tnftp
+    ncftp:ncftp
+    inetutils-ftp:inetutils-ftp
+    vsftpd:vsftpd
+    tshark:tshark
+    tcpdump:tcpdump
+    iptables:iptables
+    conntrack:conntrack
+    iproute2:ip
+    openssl:openssl
+)
+
+PROFTPD_BIN="$PEERS_DIR/proftpd/usr/sbin/proftpd"
+PUREFTPD_BIN="$PEERS_DIR/pure-ftpd/usr/sbin/pure-ftpd"
+PUREPW_BIN="$PEERS_DIR/pure-ftpd/usr/bin/pure-pw"
+
+# --- what is missing -------------------------------------------------------
+unpack_trees=()
+[ -x "$PROFTPD_BIN" ] && [ -f "$PEERS_DIR/proftpd/usr/lib/proftpd/mod_tls.so" ] \
+    && [ -f "$PEERS_DIR/proftpd/.unpacked" ] && [ -f "$PEERS_DIR/proftpd/.depends" ] || unpack_trees+=(proftpd)
+[ -x "$PUREFTPD_BIN" ] && [ -x "$PUREPW_BIN" ] && [ -f "$PEERS_DIR/pure-ftpd/.unpacked" ] \
+    && [ -f "$PEERS_DIR/pure-ftpd/.depends" ] || unpack_trees+=(pure-ftpd)
+
+# --- apt -------------------------------------------------------------------
+apt_updated=0
+apt_update_once() {
+    if [ "$apt_updated" -eq 0 ]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=1
+    fi
 }
 
 # --- unpacked servers --------------------------------------------------------
@@ -172,7 +180,7 @@ if [ "${#unpack_trees[@]}" -gt 0 ]; then
             dpkg-deb -f "$deb" Package Version >> "$dest/.unpacked"
             debs+=("$deb")
         done
-        derive_depends "$tree" "${debs[@]}"
+        derive_depends "${debs[@]}" > "$dest/.depends"
         log "$tree needs: $(grep -v '^#' "$dest/.depends" | tr '\n' ' ')"
     done
     rm -rf "$tmp"
