@@ -180,7 +180,8 @@ if [ "${#unpack_trees[@]}" -gt 0 ]; then
             dpkg-deb -f "$deb" Package Version >> "$dest/.unpacked"
             debs+=("$deb")
         done
-        derive_depends "${debs[@]}" > "$dest/.depends"
+        derive_depends "${debs[@]}" > "$tmp/$tree.depends"  # written last: its presence means a complete tree
+        mv "$tmp/$tree.depends" "$dest/.depends"
         log "$tree needs: $(grep -v '^#' "$dest/.depends" | tr '\n' ' ')"
     done
     rm -rf "$tmp"
