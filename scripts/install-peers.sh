@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # install-peers.sh — install the real FTP peers the ftpkit test suite talks to.
 #
-# Target: Debian 12 (bookworm), run as root. Idempotent: when everything is
-# already present it only does file/command checks and exits in well under a
-# second (no apt-get update, no downloads).
+# Target: Debian 12 (bookworm) and 13 (trixie), run as root. Idempotent: when
+# everything is already present it only does file/command/dpkg-query checks and
+# exits in well under a second (no apt-get update, no downloads).
 #
 # Installed with apt (system-wide):
 #   curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables
@@ -14,9 +14,93 @@
 #                                         modules: .peers/proftpd/usr/lib/proftpd)
 #   .peers/pure-ftpd/usr/sbin/pure-ftpd  (+ .peers/pure-ftpd/usr/bin/pure-pw)
 #   .peers/bin/{proftpd,ftpasswd,pure-ftpd,pure-pw}  -> symlinks to the above
-# Their shared-library dependencies are installed with apt.
+# Their shared libraries are derived, not named: the Depends/Pre-Depends of the
+# downloaded .debs, keeping for each entry the first alternative that is a
+# shared-library package (Section libs; a virtual name resolves to its provider)
+# and dropping the rest (maintainer-script helpers such as adduser or ucf, the
+# inetd pure-ftpd's init script wants, pure-ftpd-common's config wrapper, the
+# packages unpacked here). The kept list is written to .peers/<tree>/.depends
+# and installed with apt (never if apt would remove a package, e.g. vsftpd);
+# `ldd` over every unpacked binary and module is the final proof.
 # See scripts/PEERS-NOTES.md for how to run each server.
 set -euo pipefail
+
+log() { echo "install-peers: $*"; }
+die() { echo "install-peers: ERROR: $*" >&2; exit 1; }
+
+# tree -> the packages unpacked into it
+declare -A TREE_PKGS=([proftpd]="proftpd-core proftpd-mod-crypto" [pure-ftpd]="pure-ftpd")
+
+# sections NAME...: "PACKAGE SECTION" for each NAME that has a candidate version (a virtual or unknown name prints
+# nothing). One apt-cache call for all names: each call reads the package lists anew (~1 s).
+sections() {
+    apt-cache show --no-all-versions "$@" 2>/dev/null | awk '/^Package: / { p = $2 } /^Section: / { print p, $2 }'
+}
+# providers NAME...: "VIRTUAL PROVIDER" for each package that provides one of the virtual NAMEs.
+providers() {
+    apt-cache showpkg "$@" 2>/dev/null \
+        | awk '/^Package: / { v = $2; r = 0; next } /^Reverse Provides:/ { r = 1; next } r && NF { print v, $1 }'
+}
+is_library_section() {
+    case $1 in libs | */libs | oldlibs | */oldlibs) return 0 ;; *) return 1 ;; esac
+}
+
+# derive_depends DEB...: print the library packages the unpacked DEBs load (one a line, after two comment lines
+# naming the DEBs and what was dropped). For each Depends/Pre-Depends entry the first alternative that is a
+# shared-library package wins (a virtual name counts through its first library provider); an entry naming a
+# package unpacked here is satisfied already; an entry with no library among its alternatives is dropped.
+derive_depends() {
+    local own=" ${TREE_PKGS[proftpd]} ${TREE_PKGS[pure-ftpd]} "
+    local groups=() names=() virtuals=() provider_names=() kept=() dropped=()
+    local group alt lib pkg sec virtual provider
+    local -A section=() provided_by=()
+    while IFS= read -r group; do
+        group=$(sed -e 's/([^)]*)//g' -e 's/:[a-z0-9-]*//g' -e 's/[[:space:]]//g' <<<"$group")
+        [ -n "$group" ] && groups+=("$group")
+    done < <(for deb in "$@"; do dpkg-deb -f "$deb" Pre-Depends Depends | sed 's/^[A-Za-z-]*://'; done | tr ',' '\n')
+    for group in "${groups[@]}"; do
+        for alt in ${group//|/ }; do [[ $own == *" $alt "* ]] || names+=("$alt"); done
+    done
+    while read -r pkg sec; do section[$pkg]=$sec; done < <(sections "${names[@]}")
+    for alt in "${names[@]}"; do [ -n "${section[$alt]:-}" ] || virtuals+=("$alt"); done
+    if [ "${#virtuals[@]}" -gt 0 ]; then
+        while read -r virtual provider; do
+            provided_by[$virtual]="${provided_by[$virtual]:-} $provider"
+            provider_names+=("$provider")
+        done < <(providers "${virtuals[@]}")
+        if [ "${#provider_names[@]}" -gt 0 ]; then
+            while read -r pkg sec; do section[$pkg]=$sec; done < <(sections "${provider_names[@]}")
+        fi
+    fi
+    for group in "${groups[@]}"; do
+        lib=""
+        for alt in ${group//|/ }; do
+            if [[ $own == *" $alt "* ]]; then lib="-"; break; fi
+            if is_library_section "${section[$alt]:-}"; then lib=$alt; break; fi
+            for provider in ${provided_by[$alt]:-}; do
+                if is_library_section "${section[$provider]:-}"; then lib=$provider; break; fi
+            done
+            [ -z "$lib" ] || break
+        done
+        case $lib in
+            -) ;;
+            "") dropped+=("$group") ;;
+            *) [[ " ${kept[*]} " == *" $lib "* ]] || kept+=("$lib") ;;
+        esac
+    done
+    [ "${#kept[@]}" -gt 0 ] || die "no library package derived from the Depends of: $*"
+    echo "# derived from the Depends of:$(for deb in "$@"; do printf ' %s' "${deb##*/}"; done)"
+    echo "# dropped (no shared library among the alternatives): ${dropped[*]:-none}"
+    printf '%s\n' "${kept[@]}"
+}
+
+# `install-peers.sh --derive-depends DEB...` only prints what derive_depends finds (any user; needs apt's lists).
+if [ "${1:-}" = --derive-depends ]; then
+    shift
+    [ "$#" -gt 0 ] || die "--derive-depends needs .deb files"
+    derive_depends "$@"
+    exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-peers: not running as root; skipping FTP peer install"
@@ -48,39 +132,17 @@ APT_TOOLS=(
     iproute2:ip
     openssl:openssl
 )
-# Runtime libraries of the unpacked proftpd-core (binary + all modules) and
-# pure-ftpd (from their Depends; the ones usually missing on a slim image are
-# libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 for proftpd
-# and libsodium23 for pure-ftpd).
-LIB_PKGS=(
-    libacl1 libcap2 libcrypt1 libidn2-0 libncursesw6 libpam0g libpcre2-8-0
-    libpcre2-posix3 libssl3 libtinfo6 zlib1g libhiredis0.14 libmemcached11
-    libmemcachedutil2 libsodium23
-)
-
-log() { echo "install-peers: $*"; }
-die() { echo "install-peers: ERROR: $*" >&2; exit 1; }
-
-# --- what is missing -------------------------------------------------------
-missing=()
-for entry in "${APT_TOOLS[@]}"; do
-    pkg=${entry%%:*} cmd=${entry#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
-done
-# dpkg-query -W exits 1 when some package is unknown; we only read its output.
-installed_libs=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${LIB_PKGS[@]}" 2>/dev/null \
-                 | awk '$1 == "ii" { sub(/:.*/, "", $2); print $2 }' || true)
-for pkg in "${LIB_PKGS[@]}"; do
-    grep -qxF "$pkg" <<<"$installed_libs" || missing+=("$pkg")
-done
 
 PROFTPD_BIN="$PEERS_DIR/proftpd/usr/sbin/proftpd"
 PUREFTPD_BIN="$PEERS_DIR/pure-ftpd/usr/sbin/pure-ftpd"
 PUREPW_BIN="$PEERS_DIR/pure-ftpd/usr/bin/pure-pw"
-unpack=()
+
+# --- what is missing -------------------------------------------------------
+unpack_trees=()
 [ -x "$PROFTPD_BIN" ] && [ -f "$PEERS_DIR/proftpd/usr/lib/proftpd/mod_tls.so" ] \
-    && [ -f "$PEERS_DIR/proftpd/.unpacked" ] || unpack+=(proftpd-core proftpd-mod-crypto)
-[ -x "$PUREFTPD_BIN" ] && [ -x "$PUREPW_BIN" ] && [ -f "$PEERS_DIR/pure-ftpd/.unpacked" ] || unpack+=(pure-ftpd)
+    && [ -f "$PEERS_DIR/proftpd/.unpacked" ] && [ -f "$PEERS_DIR/proftpd/.depends" ] || unpack_trees+=(proftpd)
+[ -x "$PUREFTPD_BIN" ] && [ -x "$PUREPW_BIN" ] && [ -f "$PEERS_DIR/pure-ftpd/.unpacked" ] \
+    && [ -f "$PEERS_DIR/pure-ftpd/.depends" ] || unpack_trees+=(pure-ftpd)
 
 # --- apt -------------------------------------------------------------------
 apt_updated=0
@@ -92,9 +154,61 @@ apt_update_once() {
     fi
 }
 
+# --- unpacked servers --------------------------------------------------------
+if [ "${#unpack_trees[@]}" -gt 0 ]; then
+    unpack=()
+    for tree in "${unpack_trees[@]}"; do read -ra pkgs <<<"${TREE_PKGS[$tree]}"; unpack+=("${pkgs[@]}"); done
+    log "unpacking into $PEERS_DIR: ${unpack[*]}"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    chmod 755 "$tmp"
+    # apt-get download runs as _apt; let it write here (avoids the warning).
+    id _apt >/dev/null 2>&1 && chown _apt "$tmp"
+    if ! (cd "$tmp" && apt-get download -qq "${unpack[@]}" 2>/dev/null); then
+        apt_update_once
+        (cd "$tmp" && apt-get download -qq "${unpack[@]}")
+    fi
+    mkdir -p "$PEERS_DIR"
+    # proftpd-core and proftpd-mod-crypto (mod_tls/mod_sftp) share one tree.
+    for tree in "${unpack_trees[@]}"; do
+        dest="$PEERS_DIR/$tree" debs=()
+        rm -rf "$dest"
+        mkdir -p "$dest"
+        for pkg in ${TREE_PKGS[$tree]}; do
+            deb=$(ls "$tmp/${pkg}"_*.deb)
+            dpkg-deb -x "$deb" "$dest"
+            dpkg-deb -f "$deb" Package Version >> "$dest/.unpacked"
+            debs+=("$deb")
+        done
+        derive_depends "${debs[@]}" > "$tmp/$tree.depends"  # written last: its presence means a complete tree
+        mv "$tmp/$tree.depends" "$dest/.depends"
+        log "$tree needs: $(grep -v '^#' "$dest/.depends" | tr '\n' ' ')"
+    done
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+
+missing=()
+for entry in "${APT_TOOLS[@]}"; do
+    pkg=${entry%%:*} cmd=${entry#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+mapfile -t lib_pkgs < <(cat "$PEERS_DIR/proftpd/.depends" "$PEERS_DIR/pure-ftpd/.depends" | grep -v '^#' | sort -u)
+# dpkg-query -W exits 1 when some package is unknown; we only read its output.
+installed_libs=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${lib_pkgs[@]}" 2>/dev/null \
+                 | awk '$1 == "ii" { sub(/:.*/, "", $2); print $2 }' || true)
+for pkg in "${lib_pkgs[@]}"; do
+    grep -qxF "$pkg" <<<"$installed_libs" || missing+=("$pkg")
+done
+
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"
     apt_update_once
+    # A derived dependency must never displace an installed package (vsftpd and the unpacked servers all
+    # "Conflicts: ftp-server"): ask apt what it would do first.
+    removals=$(apt-get install -s -qq --no-install-recommends "${missing[@]}" | sed -n 's/^Remv \([^ ]*\).*/\1/p' \
+               | tr '\n' ' ')
+    [ -z "$removals" ] || die "installing ${missing[*]} would remove: $removals"
     # Never let a package's postinst start a daemon (vsftpd would grab :21).
     policy_tmp=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -111,35 +225,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
         rm -f /usr/sbin/policy-rc.d
         trap - EXIT
     fi
-fi
-
-# --- unpacked servers --------------------------------------------------------
-if [ "${#unpack[@]}" -gt 0 ]; then
-    log "unpacking into $PEERS_DIR: ${unpack[*]}"
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    chmod 755 "$tmp"
-    # apt-get download runs as _apt; let it write here (avoids the warning).
-    id _apt >/dev/null 2>&1 && chown _apt "$tmp"
-    if ! (cd "$tmp" && apt-get download -qq "${unpack[@]}" 2>/dev/null); then
-        apt_update_once
-        (cd "$tmp" && apt-get download -qq "${unpack[@]}")
-    fi
-    mkdir -p "$PEERS_DIR"
-    # proftpd-core and proftpd-mod-crypto (mod_tls/mod_sftp) share one tree.
-    for pkg in "${unpack[@]}"; do
-        case $pkg in
-            proftpd-core)       dest="$PEERS_DIR/proftpd";   rm -rf "$dest" ;;
-            proftpd-mod-crypto) dest="$PEERS_DIR/proftpd" ;;
-            pure-ftpd)          dest="$PEERS_DIR/pure-ftpd"; rm -rf "$dest" ;;
-        esac
-        deb=$(ls "$tmp/${pkg}"_*.deb)
-        mkdir -p "$dest"
-        dpkg-deb -x "$deb" "$dest"
-        dpkg-deb -f "$deb" Package Version >> "$dest/.unpacked"
-    done
-    rm -rf "$tmp"
-    trap - EXIT
 fi
 
 # Anonymous FTP in all three servers maps to the system user "ftp" (vsftpd's
@@ -171,10 +256,13 @@ done
 for f in "$PROFTPD_BIN" "$PUREFTPD_BIN" "$PUREPW_BIN"; do
     [ -x "$f" ] || die "missing unpacked binary: $f"
 done
-notfound=$(for f in "$PROFTPD_BIN" "$PEERS_DIR"/proftpd/usr/lib/proftpd/*.so "$PUREFTPD_BIN" "$PUREPW_BIN"; do
-               ldd "$f" 2>&1 | sed -n "s|^[[:space:]]*\(.*not found.*\)|${f#"$PEERS_DIR"/}: \1|p"
-           done)
-[ -z "$notfound" ] || die "unresolved shared libraries (add their Debian packages to LIB_PKGS):
+# One ldd for all files (a header line "FILE:" before each file's libraries): a third of the time of one each.
+notfound=$(ldd "$PROFTPD_BIN" "$PEERS_DIR"/proftpd/usr/lib/proftpd/*.so "$PUREFTPD_BIN" "$PUREPW_BIN" 2>&1 \
+           | awk -v base="$PEERS_DIR/" '
+                 /^[^[:space:]].*:$/ { f = substr($0, 1, length($0) - 1)
+                                       if (index(f, base) == 1) f = substr(f, length(base) + 1); next }
+                 /not found/ { sub(/^[[:space:]]+/, ""); print f ": " $0 }' || true)
+[ -z "$notfound" ] || die "unresolved shared libraries (not among the packages derived in .peers/*/.depends):
 $notfound"
 
 echo "install-peers: present: curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables conntrack ip openssl;" \

@@ -429,6 +429,15 @@ def _vsftpd(root: Path, options: ServerOptions, workdir: Path, stack: contextlib
                 password=password, anon_root=root if options.anonymous else None)
 
 
+def _proftpd_modules(exe: str) -> list[str]:
+    """Debian 13 builds mod_xfer, mod_ls and mod_delay as loadable modules (Debian 12 compiles them in): load the
+    first two from beside the binary when they are not built in; no mod_delay, so no delay on failed logins."""
+    lines = [f"ModulePath {Path(exe).resolve().parent.parent / 'lib' / 'proftpd'}"]
+    for module in ("mod_xfer.c", "mod_ls.c"):
+        lines += [f"<IfModule !{module}>", f"  LoadModule {module}", "</IfModule>"]
+    return [*lines, "<IfModule mod_delay.c>", "  DelayEngine off", "</IfModule>"]
+
+
 def _proftpd(root: Path, options: ServerOptions, workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
     exe = require_peer("proftpd")
     _need_root("proftpd")
@@ -452,7 +461,7 @@ def _proftpd(root: Path, options: ServerOptions, workdir: Path, stack: contextli
         'ServerName "ftpkit-proftpd"', "ServerType standalone", f"DefaultAddress {options.host}", f"Port {port}",
         "SocketBindTight on", "UseIPv6 off", "User nobody", "Group nogroup", "Umask 022",
         f"PassivePorts {low} {high}", "UseReverseDNS off", f"PidFile {run / 'proftpd.pid'}",
-        f"ScoreboardFile {run / 'proftpd.scoreboard'}", "DelayEngine off", "WtmpLog off", "TransferLog none",
+        f"ScoreboardFile {run / 'proftpd.scoreboard'}", *_proftpd_modules(exe), "WtmpLog off", "TransferLog none",
         f"SystemLog {workdir / 'proftpd.log'}", "AuthPAM off", "AuthOrder mod_auth_file.c mod_auth_unix.c",
         f"AuthUserFile {passwd}", f"AuthGroupFile {group}", "RequireValidShell off",
         f"AllowOverwrite {'on' if options.writable else 'off'}", "MaxInstances 50", "DefaultRoot ~",
