@@ -131,6 +131,7 @@ APT_TOOLS=(
     conntrack:conntrack
     iproute2:ip
     openssl:openssl
+    whois:mkpasswd
 )
 
 PROFTPD_BIN="$PEERS_DIR/proftpd/usr/sbin/proftpd"
@@ -249,7 +250,7 @@ done
 
 # --- verify ------------------------------------------------------------------
 absent=()
-for cmd in curl lftp tnftp ncftp inetutils-ftp ftp vsftpd tshark tcpdump iptables conntrack ip openssl; do
+for cmd in curl lftp tnftp ncftp inetutils-ftp ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd; do
     command -v "$cmd" >/dev/null 2>&1 || absent+=("$cmd")
 done
 [ "${#absent[@]}" -eq 0 ] || die "missing commands after install: ${absent[*]}"
@@ -265,6 +266,6 @@ notfound=$(ldd "$PROFTPD_BIN" "$PEERS_DIR"/proftpd/usr/lib/proftpd/*.so "$PUREFT
 [ -z "$notfound" ] || die "unresolved shared libraries (not among the packages derived in .peers/*/.depends):
 $notfound"
 
-echo "install-peers: present: curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables conntrack ip openssl;" \
+echo "install-peers: present: curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd;" \
      "unpacked: proftpd $(awk '/^Version:/ {print $2; exit}' "$PEERS_DIR/proftpd/.unpacked") (+mod-crypto)," \
      "pure-ftpd $(awk '/^Version:/ {print $2; exit}' "$PEERS_DIR/pure-ftpd/.unpacked") in $PEERS_DIR"
