@@ -134,3 +134,11 @@ def test_bad_x_replies(raw: bytes) -> None:
 ])
 def test_the_client_picks_the_best_method_both_sides_have(features: dict[str, str], want: HashMethod | None) -> None:
     assert choose_method(features) == want
+
+
+def test_the_client_can_ask_for_one_algorithm() -> None:
+    features = {"HASH": "SHA-256*;SHA-1", "XCRC": ""}
+    assert choose_method(features, "sha-1") == HashMethod("HASH", "SHA-1", select=True)
+    assert choose_method(features, "SHA-256") == HashMethod("HASH", "SHA-256", select=False)
+    assert choose_method(features, "crc32") == HashMethod("XCRC", "CRC32")
+    assert choose_method(features, "MD5") is None

@@ -174,16 +174,17 @@ class HashMethod:
         return f"HASH ({self.algorithm})" if self.command == "HASH" else f"{self.command} ({self.algorithm})"
 
 
-def choose_method(features: Mapping[str, str]) -> HashMethod | None:
+def choose_method(features: Mapping[str, str], algorithm: str | None = None) -> HashMethod | None:
     """The best way to get a digest from a server with these FEAT features (:func:`ftpkit.protocol.features.
     parse_features`): HASH with the best algorithm both sides have, else the best X command it lists, else
-    ``None``."""
+    ``None``. With ``algorithm``: that one only (by HASH if offered, else by its X command)."""
+    wanted = PREFERENCE if algorithm is None else (normalize_algorithm(algorithm) or algorithm.upper(),)
     if "HASH" in features:
         offered, selected = parse_hash_feature(features["HASH"])
-        for name in PREFERENCE:
+        for name in wanted:
             if name in offered:
                 return HashMethod("HASH", name, select=name != selected)
     for command, name in X_COMMANDS.items():
-        if command in features:
+        if command in features and name in wanted:
             return HashMethod(command, name)
     return None
