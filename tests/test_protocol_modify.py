@@ -62,7 +62,8 @@ def test_mfmt_argument_and_reply() -> None:
     assert parse_mfmt_reply(Reply(213, ("Modify=20200102030405; a.txt",))) == 1577934245
     assert parse_mfmt_reply(Reply(213, ("Modify=20200102030405; /a.txt.",))) == 1577934245  # pyftpdlib's dot
     assert parse_mfmt_reply(Reply(213, ("modify=20200102030405.5; a",))) == 1577934245.5
-    for reply in (Reply(550, ("a: No such file",)), Reply(213, ("OK",)), Reply(213, ("Modify=2020; a",))):
+    assert parse_mfmt_reply(Reply(213, ("UTIME OK",))) is None  # pure-ftpd: set, but it does not say to what
+    for reply in (Reply(550, ("a: No such file",)), Reply(200, ("OK",)), Reply(213, ("Modify=2020; a",))):
         with pytest.raises(ReplyError):
             parse_mfmt_reply(reply)
 

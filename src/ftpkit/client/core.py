@@ -248,11 +248,13 @@ class FTPClient:
         returns the time the server says it set. :class:`NotOfferedError` without MFMT in FEAT."""
         if "MFMT" not in await self.features():
             raise NotOfferedError("the server offers no MFMT (setting modification times)")
-        reply = await self._ok("MFMT", f"{format_time_val(mtime)} {path}", codes=(213,))
+        text = format_time_val(mtime)
+        reply = await self._ok("MFMT", f"{text} {path}", codes=(213,))
         try:
-            return parse_mfmt_reply(reply)
+            done = parse_mfmt_reply(reply)
         except ProtocolError as exc:
             raise ReplyError(f"MFMT {path}", reply, hint=str(exc)) from None
+        return done if done is not None else float(int(mtime // 1))  # pure-ftpd: "213 UTIME OK"
 
     async def chmod(self, path: str, mode: int) -> Reply:
         """``SITE CHMOD``: set permission bits (an octal mode such as ``0o644``)."""

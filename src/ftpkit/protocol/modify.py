@@ -70,11 +70,14 @@ def format_mfmt_reply(time_text: str, path: str) -> str:
     return f"Modify={time_text}; {path}"
 
 
-def parse_mfmt_reply(reply: Reply) -> float:
-    """The time an MFMT reply says it set (``213 Modify=...; path``; pyftpdlib ends the path with a dot)."""
+def parse_mfmt_reply(reply: Reply) -> float | None:
+    """The time an MFMT reply says it set (``213 Modify=...; path``; pyftpdlib ends the path with a dot), or
+    ``None`` for a 213 that does not say (pure-ftpd: ``213 UTIME OK``). :class:`ReplyError` for any other reply."""
+    if reply.code != 213:
+        raise ReplyError(f"MFMT failed: {reply.code} {reply.lines[-1][:80]}")
     match = re.search(r"modify=([0-9.]+)", reply.lines[-1], re.IGNORECASE)
-    if reply.code != 213 or not match:
-        raise ReplyError(f"MFMT reply without Modify=: {reply.code} {reply.lines[-1][:80]}")
+    if not match:
+        return None
     try:
         return parse_time_val(match.group(1).rstrip("."))
     except CommandError as exc:
