@@ -123,6 +123,11 @@ def test_feat_lists_the_algorithms_and_the_selected_one(srv: RunningServer) -> N
     assert c.cmd("OPTS HASH").text == "SHA-512"
     other = login(srv)  # the choice is the session's own
     assert other.cmd("OPTS HASH").text == "SHA-256"
+    assert c.cmd("RANG 5 9").code == 350
+    assert c.cmd("REIN").code == 220  # the draft: the selection holds until the session is reinitialized
+    c.login()
+    assert c.cmd("OPTS HASH").text == "SHA-256"
+    assert c.cmd("HASH mib.bin").text.startswith(f"SHA-256 0-{MIB - 1} ")  # and the range is gone
 
 
 def test_hash_byte_ranges_with_rang(srv: RunningServer, files: Path) -> None:
