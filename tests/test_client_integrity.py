@@ -32,8 +32,8 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FTPKIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def sha512(data: bytes) -> str:
-    return hashlib.sha512(data).hexdigest()
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def flip(data: bytes) -> bytes:
@@ -121,11 +121,11 @@ def test_get_and_put_verify_pass(server: RunningServer, tmp_path: Path, size: in
     (server.root / "f.bin").write_bytes(data)
     got = cli(tmp_path, "get", "--verify", "-v", url(server, "f.bin"))
     assert got.returncode == 0, got.stderr
-    assert f"=== verified f.bin: SHA-512 {sha512(data)}" in got.stderr
+    assert f"=== verified f.bin: SHA-256 {sha256(data)}" in got.stderr
     assert (tmp_path / "f.bin").read_bytes() == data
     put = cli(tmp_path, "put", "--verify", "-v", str(tmp_path / "f.bin"), url(server, "sub/"))
     assert put.returncode == 0, put.stderr
-    assert f"=== verified sub/f.bin: SHA-512 {sha512(data)}" in put.stderr
+    assert f"=== verified sub/f.bin: SHA-256 {sha256(data)}" in put.stderr
     assert (server.root / "sub" / "f.bin").read_bytes() == data
 
 
@@ -135,8 +135,8 @@ def test_get_verify_catches_a_flipped_byte(servers: ServerThread, tree: Path, tm
     result = cli(tmp_path, "get", "--verify", url(server, "random.bin"))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"ftpkit: --verify: random.bin differs from random.bin on the server: SHA-512 here {sha512(flip(data))}, "
-        f"on the server {sha512(data)}"]
+        f"ftpkit: --verify: random.bin differs from random.bin on the server: SHA-256 here {sha256(flip(data))}, "
+        f"on the server {sha256(data)}"]
     without = cli(tmp_path, "get", "-o", "plain.bin", url(server, "random.bin"))  # what --verify is for
     assert without.returncode == 0 and (tmp_path / "plain.bin").read_bytes() == flip(data)
 
@@ -147,7 +147,7 @@ def test_get_verify_to_standard_output(servers: ServerThread, tree: Path, tmp_pa
     server = servers.start(tree, storage_factory=corrupting(None), users=["alice:secret"])
     bad = cli(tmp_path, "get", "--verify", "-o", "-", url(server, "hello.txt"))
     assert bad.returncode == 1 and "standard output differs from hello.txt" in bad.stderr
-    assert sha512(b"hello\nworld\n") in bad.stderr and sha512(flip(b"hello\nworld\n")) in bad.stderr
+    assert sha256(b"hello\nworld\n") in bad.stderr and sha256(flip(b"hello\nworld\n")) in bad.stderr
 
 
 def test_put_verify_catches_a_flipped_byte(servers: ServerThread, tree: Path, tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_put_verify_catches_a_flipped_byte(servers: ServerThread, tree: Path, tm
     (tmp_path / "up.bin").write_bytes(data)
     result = cli(tmp_path, "put", "--verify", str(tmp_path / "up.bin"), url(server, "up.bin"))
     assert result.returncode == 1
-    assert f"SHA-512 here {sha512(data)}, on the server {sha512(flip(data))}" in result.stderr
+    assert f"SHA-256 here {sha256(data)}, on the server {sha256(flip(data))}" in result.stderr
     assert len(result.stderr.splitlines()) == 1
     retried = cli(tmp_path, "put", "--verify", "--retries", "1", str(tmp_path / "up.bin"), url(server, "again.bin"))
     assert retried.returncode == 1  # every upload is corrupted: the retry fails the same way
@@ -208,8 +208,8 @@ def test_mirror_verify_reports_a_file_that_differs_twice(servers: ServerThread, 
     first = cli(tmp_path, "mirror", "--verify", url(server, "sub"), str(local))
     assert first.returncode == 1
     data = (tree / "sub" / "inner.txt").read_bytes()
-    assert (f"ftpkit: inner.txt: --verify: {local / 'inner.txt'} differs from sub/inner.txt on the server: SHA-512 "
-            f"here {sha512(flip(data))}, on the server {sha512(data)}") in first.stderr.splitlines()
+    assert (f"ftpkit: inner.txt: --verify: {local / 'inner.txt'} differs from sub/inner.txt on the server: SHA-256 "
+            f"here {sha256(flip(data))}, on the server {sha256(data)}") in first.stderr.splitlines()
     assert summary(first)["transferred"] == 0
     assert (local / "inner.txt").stat().st_mtime != 1500000000  # the bad copy does not get the good one's time
     second = cli(tmp_path, "mirror", url(server, "sub"), str(local))  # a bad copy is never taken for a good one
@@ -273,14 +273,17 @@ def test_mirror_keeps_times_both_ways_and_a_second_run_moves_nothing(server: Run
 
 def test_library_digests_times_modes_and_free_space(server: RunningServer) -> None:
     data = (server.root / "random.bin").read_bytes()
-    with Client(ClientOptions(timeout=10)) as ftp:
+    sent: list[str] = []
+    with Client(ClientOptions(timeout=10, transcript=lambda d, t: sent.append(t) if d == "-->" else None)) as ftp:
         ftp.connect("127.0.0.1", server.port)
         ftp.login("alice", "secret")
         result = ftp.remote_hash("random.bin")
         assert (result.algorithm, result.digest, result.start, result.end) == \
-            ("SHA-512", sha512(data), 0, len(data) - 1)
+            ("SHA-256", sha256(data), 0, len(data) - 1)
         assert ftp.remote_hash("random.bin", "MD5").digest == hashlib.md5(data).hexdigest()
-        assert ftp.remote_hash("random.bin", "MD5").digest == hashlib.md5(data).hexdigest()  # selected once
+        assert ftp.remote_hash("random.bin", "MD5").digest == hashlib.md5(data).hexdigest()
+        assert sent.count("OPTS HASH MD5") == 1  # selected once for the session
+        assert "OPTS HASH SHA-256" not in sent  # the server's selection was the best already
         assert ftp.set_mtime("hello.txt", 1500000000.9) == 1500000000
         assert (server.root / "hello.txt").stat().st_mtime == 1500000000
         ftp.chmod("hello.txt", 0o600)
@@ -341,7 +344,7 @@ def test_shell_hash_chmod_touch_df(server: RunningServer, tmp_path: Path) -> Non
                             cwd=tmp_path, timeout=60)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert f"SHA-512 (random.bin) = {sha512(data)}" in out
+    assert f"SHA-256 (random.bin) = {sha256(data)}" in out
     assert f"MD5 (random.bin) = {hashlib.md5(data).hexdigest()}" in out
     assert "Hash mark printing: on." in out
     assert stat.S_IMODE((server.root / "hello.txt").stat().st_mode) == 0o600
@@ -390,4 +393,4 @@ def test_verify_check_is_awaitable_from_the_library(server: RunningServer, tmp_p
                 await verifier.check(ftp, "random.bin", "copy", 1 << 20, local_file(tmp_path / "copy.bin"))
 
     asyncio.run(main())
-    assert notes[0][0] == "===" and notes[0][1].startswith("verified hello.txt: SHA-512 ")
+    assert notes[0][0] == "===" and notes[0][1].startswith("verified hello.txt: SHA-256 ")

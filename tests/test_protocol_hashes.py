@@ -124,11 +124,13 @@ def test_bad_x_replies(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(("features", "want"), [
-    ({"HASH": "SHA-256*;SHA-512;SHA-1;MD5;CRC32"}, HashMethod("HASH", "SHA-512", select=True)),
+    ({"HASH": "SHA-256*;SHA-512;SHA-1;MD5;CRC32"}, HashMethod("HASH", "SHA-256", select=False)),
+    ({"HASH": "SHA-1*;SHA-512;MD5"}, HashMethod("HASH", "SHA-512", select=True)),
     ({"HASH": "SHA-1;SHA-256*;MD5"}, HashMethod("HASH", "SHA-256", select=False)),
     ({"HASH": "MD5*;CRC32"}, HashMethod("HASH", "MD5", select=False)),
     ({"HASH": "TIGER*", "XSHA1": ""}, HashMethod("XSHA1", "SHA-1")),  # nothing in common with HASH: an X command
     ({"XCRC": "filename;start;end", "XMD5": "", "XSHA256": ""}, HashMethod("XSHA256", "SHA-256")),
+    ({"XSHA512": "", "XSHA1": ""}, HashMethod("XSHA512", "SHA-512")),
     ({"XCRC": ""}, HashMethod("XCRC", "CRC32")),
     ({"MDTM": "", "SIZE": ""}, None),
 ])

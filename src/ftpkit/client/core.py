@@ -222,7 +222,7 @@ class FTPClient:
 
     async def remote_hash(self, path: str, algorithm: str | None = None) -> HashResult:
         """The server's digest of a file (``HASH``, after ``OPTS HASH`` when another algorithm is selected; else
-        ``XSHA512``/``XSHA256``/``XSHA1``/``XMD5``/``XCRC``). :class:`NotOfferedError` when the server has none."""
+        ``XSHA256``/``XSHA512``/``XSHA1``/``XMD5``/``XCRC``). :class:`NotOfferedError` when the server has none."""
         method = await self.hash_method(algorithm)
         if method is None:
             wanted = f"{algorithm} digests" if algorithm else "HASH (nor XSHA256, XSHA1, XMD5, XCRC)"

@@ -1,5 +1,5 @@
 """``--verify``: after a transfer, the server's digest of the file against this machine's (the best algorithm both
-sides have: HASH, else XSHA512/XSHA256/XSHA1/XMD5/XCRC), or the sizes when the server gives no digests, which is
+sides have: HASH, else XSHA256/XSHA512/XSHA1/XMD5/XCRC), or the sizes when the server gives no digests, which is
 said once per run. A difference is a :class:`VerifyError` naming both digests (or both sizes)."""
 
 from __future__ import annotations
