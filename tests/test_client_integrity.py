@@ -295,6 +295,23 @@ def test_library_digests_times_modes_and_free_space(server: RunningServer) -> No
             ftp.remote_hash("random.bin", "TIGER")
 
 
+class SlowDiskStorage(LocalStorage):
+    """A disk so slow that a digest takes longer than the client's --timeout."""
+
+    async def digest(self, vpath: str, algorithm: str, start: int, end: int) -> str:
+        await asyncio.sleep(1.5)  # the slow disk (not a synchronisation: the client must simply wait it out)
+        return await super().digest(vpath, algorithm, start, end)
+
+
+def test_a_digest_may_take_longer_than_the_timeout(servers: ServerThread, tree: Path) -> None:
+    """The server reads the whole file before it answers: a HASH reply is awaited longer than other replies."""
+    server = servers.start(tree, storage_factory=SlowDiskStorage, users=["alice:secret"])
+    with Client(ClientOptions(timeout=0.5)) as ftp:
+        ftp.connect("127.0.0.1", server.port)
+        ftp.login("alice", "secret")
+        assert ftp.remote_hash("hello.txt").digest == sha256(b"hello\nworld\n")
+
+
 def test_library_falls_back_to_an_x_command(tmp_path: Path) -> None:
     digest = hashlib.sha256(b"x").hexdigest().upper()
     feat = b"211-Features:\r\n XCRC filename;start;end\r\n XSHA256 filename;start;end\r\n211 End\r\n"

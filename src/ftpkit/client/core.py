@@ -29,6 +29,8 @@ from ftpkit.protocol.pathname import parse_257_path
 from ftpkit.protocol.replies import Reply
 
 Progress = Callable[[int], None]
+DIGEST_TIMEOUT = 300.0
+"""Seconds a HASH or X digest reply may take: the server reads the whole file first (4 GiB at 50 MB/s: 80 s)."""
 
 
 class FTPClient:
@@ -228,7 +230,7 @@ class FTPClient:
             wanted = f"{algorithm} digests" if algorithm else "HASH (nor XSHA256, XSHA1, XMD5, XCRC)"
             raise NotOfferedError(f"the server offers no {wanted}")
         if method.command != "HASH":
-            reply = await self.control.command(method.command, path)
+            reply = await self._slow_command(method.command, path)
             try:
                 return HashResult(method.algorithm, None, None, parse_x_reply(reply, method.algorithm), path)
             except ProtocolError as exc:
@@ -237,11 +239,20 @@ class FTPClient:
         if method.select and self._hash_algorithm != method.algorithm:
             await self._ok("OPTS", f"HASH {method.algorithm}", codes=(200,))
             self._hash_algorithm = method.algorithm
-        reply = await self.control.command("HASH", path)
+        reply = await self._slow_command("HASH", path)
         try:
             return parse_hash_reply(reply)
         except ProtocolError as exc:
             raise ReplyError(f"HASH {path}", reply, hint=str(exc) if reply.is_success else "") from None
+
+    async def _slow_command(self, verb: str, arg: str) -> Reply:
+        """A command whose reply takes as long as the server needs to read a file (a digest of gigabytes): its
+        reply is awaited for at least DIGEST_TIMEOUT seconds, not just --timeout."""
+        await self.control.send(Command(verb, arg))
+        reply = await self.control.read_reply(timeout=max(self.options.timeout, DIGEST_TIMEOUT))
+        while reply.is_preliminary:
+            reply = await self.control.read_reply(timeout=max(self.options.timeout, DIGEST_TIMEOUT))
+        return reply
 
     async def set_mtime(self, path: str, mtime: float) -> float:
         """``MFMT``: set a remote file's modification time (whole seconds, UTC: some servers take no fraction);
