@@ -86,11 +86,19 @@ def test_empty_lines_are_bad_lines(line):
 
 @pytest.mark.parametrize(
     "line",
-    [b"123 x", b"US3R bob", b"US-R bob", b" USER bob", b"USER\tbob", b"ABCDEFGHI x", b"!", b"\x00NOOP"],
+    [b"123 x", b"3USR bob", b"US-R bob", b" USER bob", b"USER\tbob", b"ABCDEFGHI x", b"XSHA25600 x", b"!",
+     b"\x00NOOP"],
 )
 def test_non_letter_or_overlong_verbs_are_bad_lines(line):
     (event,) = read(line + b"\r\n")
-    assert event == BadLine("command verb must be 1 to 8 letters", line)
+    assert event == BadLine("command verb must be a letter and up to 7 more letters or digits", line)
+
+
+@pytest.mark.parametrize("verb", ["XSHA1", "XSHA256", "xsha512", "XMD5", "A1"])
+def test_verbs_with_digits_after_the_first_letter(verb):
+    """The digest commands WinSCP sends (XSHA256 ...) are commands, not garbage."""
+    assert read(f"{verb} a file\r\n".encode()) == [Command(verb.upper(), "a file")]
+    assert format_command(verb, "x") == f"{verb.upper()} x\r\n".encode()
 
 
 def test_non_ascii_verb_is_a_bad_line():
@@ -288,7 +296,7 @@ def test_format_command_refuses_cr_lf_injection(arg):
         format_command("RETR", arg)
 
 
-@pytest.mark.parametrize("verb", ["", "US R", "US3R", "ABCDEFGHI", "ÜSER", "NOOP\r\n"])
+@pytest.mark.parametrize("verb", ["", "US R", "3USR", "ABCDEFGHI", "ÜSER", "NOOP\r\n", "X-1"])
 def test_format_command_refuses_invalid_verbs(verb):
     with pytest.raises(CommandError):
         format_command(verb, "x")

@@ -30,7 +30,8 @@ def test_greeting_and_info_commands(server):
     assert c.cmd("HELP retr").text == "Syntax: RETR path"
     c.login()
     assert c.cmd("SITE HELP").code == 214
-    assert c.cmd("SITE CHMOD 777 x").code == 501
+    assert c.cmd("SITE CHMOD 777 x").code == 550  # no such file
+    assert c.cmd("SITE FROBNICATE x").code == 501
     assert c.cmd("ALLO 100").code == 202
     assert c.cmd("MODE S").code == 200 and c.cmd("STRU F").code == 200
     assert c.cmd("TYPE L 8").code == 200 and c.cmd("TYPE A N").code == 200

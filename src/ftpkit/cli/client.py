@@ -17,6 +17,18 @@ from ftpkit.client.mirror import mirror_down, mirror_up
 from ftpkit.client.options import ClientOptions
 from ftpkit.client.session import open_session, with_retries
 from ftpkit.client.url import FTPURL
+from ftpkit.client.verify import StreamDigest, Verifier, local_file
+
+VERIFY_HELP = ("after the transfer, compare the server's digest (HASH, else XSHA256/XSHA1/XMD5/XCRC) with this "
+               "copy's; sizes when the server has none")
+
+
+def _verifier(verify: bool, options: ClientOptions, what: str) -> Verifier | None:
+    if not verify:
+        return None
+    if options.ascii:
+        raise click.UsageError(f"--verify compares bytes: it cannot check {what} with --ascii (line endings change)")
+    return Verifier(options.transcript)
 
 
 async def _with_session(url: FTPURL, options: ClientOptions, netrc_file: str | None, work: Any) -> Any:
@@ -37,8 +49,9 @@ async def _with_session(url: FTPURL, options: ClientOptions, netrc_file: str | N
 @click.argument("url")
 @click.option("-o", "--output", metavar="PATH", help="local file (default: the remote name here; - for stdout)")
 @click.option("-c", "--continue", "resume", is_flag=True, help="resume a partial download (REST)")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @client_options
-def get_command(url: str, output: str | None, resume: bool, **kw: Any) -> None:
+def get_command(url: str, output: str | None, resume: bool, verify: bool, **kw: Any) -> None:
     """Download the file at URL (ftp://user:pass@host:port/path)."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
@@ -46,19 +59,27 @@ def get_command(url: str, output: str | None, resume: bool, **kw: Any) -> None:
     if not target.path or target.path.endswith("/"):
         raise click.UsageError(f"{url!r} names no file")
     name = posixpath.basename(target.path)
+    verifier = _verifier(verify, options, "a download")
 
     async def work(ftp: FTPClient, attempt: int) -> int:
         if output == "-":
             out = sys.stdout.buffer
-            count = await ftp.retrieve(target.path, out.write)
+            stream = StreamDigest(await verifier.algorithm(ftp) if verifier else None)
+            count = await ftp.retrieve(target.path, stream.wrap(out.write))
             out.flush()
+            if verifier is not None:
+                await verifier.check(ftp, target.path, "standard output", stream.size, stream.digest)
             return count
         local = Path(output or name)
         total = None
         with contextlib.suppress(ReplyError):
             total = await ftp.size(target.path)
         with progress_bar(name, total) as progress:
-            return await ftp.download(target.path, local, resume=resume or (attempt > 0 and resume), progress=progress)
+            count = await ftp.download(target.path, local, resume=resume or (attempt > 0 and resume),
+                                       progress=progress)
+        if verifier is not None:
+            await verifier.check(ftp, target.path, str(local), local.stat().st_size, local_file(local))
+        return count
 
     run(_with_session(target, options, netrc_file, work))
 
@@ -68,21 +89,28 @@ def get_command(url: str, output: str | None, resume: bool, **kw: Any) -> None:
 @click.argument("url")
 @click.option("-c", "--continue", "resume", is_flag=True, help="resume a partial upload (SIZE, then REST + STOR)")
 @click.option("--append", is_flag=True, help="append to the remote file (APPE)")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @client_options
-def put_command(file: str, url: str, resume: bool, append: bool, **kw: Any) -> None:
+def put_command(file: str, url: str, resume: bool, append: bool, verify: bool, **kw: Any) -> None:
     """Upload FILE to URL (a directory URL ending in / keeps the file's name)."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
     options = build_options(kw, target)
     local = Path(file)
     remote = target.path if target.path and not target.path.endswith("/") else target.path + local.name
+    if verify and append:
+        raise click.UsageError("--verify cannot check --append (the remote file is more than FILE)")
+    verifier = _verifier(verify, options, "an upload")
 
     async def work(ftp: FTPClient, attempt: int) -> int:
         with progress_bar(local.name, local.stat().st_size) as progress:
             if append:
                 with local.open("rb") as fh:
                     return await ftp.store(remote, fh, append=True, progress=progress)
-            return await ftp.upload(local, remote, resume=resume, progress=progress)
+            count = await ftp.upload(local, remote, resume=resume, progress=progress)
+        if verifier is not None:
+            await verifier.check(ftp, remote, str(local), local.stat().st_size, local_file(local))
+        return count
 
     run(_with_session(target, options, netrc_file, work))
 
@@ -147,23 +175,26 @@ mv_command = _simple(
 @click.option("-R", "--reverse", is_flag=True, help="upload DIRECTORY to URL instead")
 @click.option("--delete", is_flag=True, help="remove what the source lacks")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32), help="transfers at once")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP + "; a file that differs is transferred once more")
 @client_options
-def mirror_command(url: str, directory: str, reverse: bool, delete: bool, parallel: int, **kw: Any) -> None:
+def mirror_command(url: str, directory: str, reverse: bool, delete: bool, parallel: int, verify: bool,
+                   **kw: Any) -> None:
     """Mirror the remote directory at URL into DIRECTORY (or the other way with --reverse); only files that
-    changed (size or time) are transferred."""
+    changed (size or time) are transferred, and times are kept (MFMT on upload where the server offers it)."""
     target = url_arg(url, kw.pop("password_stdin"))
     netrc_file = kw.pop("netrc_file")
     options = build_options(kw, target)
     remote = target.path.rstrip("/") or "."
+    verifier = _verifier(verify, options, "a mirror")
 
     async def work(ftp: FTPClient, attempt: int) -> None:
         async def factory() -> FTPClient:
             return await open_session(target, options, netrc_file)
 
         if reverse:
-            result = await mirror_up(ftp, factory, Path(directory), remote, delete, parallel)
+            result = await mirror_up(ftp, factory, Path(directory), remote, delete, parallel, verifier)
         else:
-            result = await mirror_down(ftp, factory, remote, Path(directory), delete, parallel)
+            result = await mirror_down(ftp, factory, remote, Path(directory), delete, parallel, verifier)
         say(f"mirror: {result.summary()}")
         for name, error in result.failed:
             say(f"ftpkit: {name}: {error}")

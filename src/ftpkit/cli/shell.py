@@ -29,6 +29,9 @@ from ftpkit.client.options import ClientOptions
 from ftpkit.client.session import credentials
 from ftpkit.client.sync import Client
 from ftpkit.client.url import URLError, parse_url
+from ftpkit.protocol.errors import CommandError
+from ftpkit.protocol.hashes import ALGORITHMS, normalize_algorithm
+from ftpkit.protocol.modify import parse_mode, parse_time_val
 from ftpkit.protocol.pathname import format_257_path
 
 HISTORY = os.path.expanduser("~/.ftpkit_history")
@@ -233,8 +236,65 @@ class FTPShell(cmd.Cmd):
         self.say(f"Debugging: {'on' if self._toggle('debug', line) else 'off'}.")
 
     def do_hash(self, line: str) -> None:
-        """hash [on|off]: print # marks for transfers."""
-        self.say(f"Hash mark printing: {'on' if self._toggle('hash', line) else 'off'}.")
+        """hash [on|off]: print # marks for transfers; hash FILE [ALGORITHM]: the server's digest of FILE (HASH,
+        else XSHA256/XSHA1/XMD5/XCRC; the best algorithm both sides have unless one is named)."""
+        args = self.args(line)
+        if not args or (len(args) == 1 and args[0].lower() in ("on", "off")):
+            self.say(f"Hash mark printing: {'on' if self._toggle('hash', line) else 'off'}.")
+            return
+        if len(args) > 2:
+            self.fail("usage: hash FILE [ALGORITHM]")
+            return
+        algorithm = None
+        if len(args) == 2:
+            algorithm = normalize_algorithm(args[1])
+            if algorithm is None:
+                self.fail(f"?{args[1]}: not a hash algorithm (one of {', '.join(ALGORITHMS)})")
+                return
+        client = self.need()
+        if client is not None:
+            result = self.run(client.remote_hash, args[0], algorithm)
+            if result is not None:
+                self.say(f"{result.algorithm} ({args[0]}) = {result.digest}")
+
+    def do_chmod(self, line: str) -> None:
+        """chmod MODE FILE: set a remote file's permission bits (SITE CHMOD; octal 000-777)."""
+        args = self.args(line)
+        if len(args) != 2:
+            self.fail("usage: chmod MODE FILE (MODE octal, e.g. 644)")
+            return
+        try:
+            mode = parse_mode(args[0])
+        except CommandError as exc:
+            self.fail(f"?chmod: {exc}")
+            return
+        self._simple("chmod", args[1], mode)
+
+    def do_touch(self, line: str) -> None:
+        """touch FILE [YYYYMMDDHHMMSS]: set a remote file's modification time (MFMT; UTC, now by default)."""
+        args = self.args(line)
+        if len(args) not in (1, 2):
+            self.fail("usage: touch FILE [YYYYMMDDHHMMSS]")
+            return
+        try:
+            mtime = parse_time_val(args[1]) if len(args) == 2 else time.time()
+        except CommandError as exc:
+            self.fail(f"?touch: {exc}")
+            return
+        client = self.need()
+        if client is not None and self.run(client.set_mtime, args[0], mtime) is not None and not self.verbose:
+            self.say(f"{args[0]}\t{time.strftime('%m/%d/%Y %H:%M:%S GMT', time.gmtime(mtime))}")
+
+    do_utime = do_touch
+
+    def do_df(self, line: str) -> None:
+        """df [DIR]: bytes free for uploads in a remote directory (AVBL)."""
+        args = self.args(line)
+        client = self.need()
+        if client is not None:
+            free = self.run(client.available, args[0] if args else "")
+            if free is not None:
+                self.say(f"{args[0] if args else '.'}\t{free} bytes available ({free / (1 << 30):.1f} GiB)")
 
     def do_prompt(self, line: str) -> None:
         """prompt [on|off]: ask before each file of mget/mput/mdelete."""
@@ -544,7 +604,10 @@ class FTPShell(cmd.Cmd):
 
     complete_get = complete_reget = complete_mget = complete_delete = complete_mdelete = _complete_remote
     complete_cd = complete_ls = complete_dir = complete_size = complete_modtime = complete_rename = _complete_remote
-    complete_rmdir = _complete_remote
+    complete_rmdir = complete_hash = complete_touch = complete_utime = complete_df = _complete_remote
+
+    def complete_chmod(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self._complete_remote(text) if len(line[:begidx].split()) >= 2 else []
     complete_put = complete_mput = complete_append = complete_lcd = _complete_local
 
     def completenames(self, text: str, *ignored: Any) -> list[str]:

@@ -65,3 +65,14 @@ class DataConnectionError(FTPError):
 
 class LocalError(FTPError):
     """A problem on this machine (a local file that cannot be read or written)."""
+
+
+class NotOfferedError(FTPError):
+    """The server does not offer a command this needs (no HASH or X digest command, no MFMT, no AVBL)."""
+
+
+class VerifyError(FTPError):
+    """A transferred file differs from its original (``--verify``): the message names both digests, or both sizes.
+    Transient: a transfer again may well succeed (``--retries``; ``mirror`` retries the file once)."""
+
+    transient = True

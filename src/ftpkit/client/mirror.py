@@ -1,5 +1,12 @@
 """Mirroring a directory tree in either direction, transferring only what changed (size or time), optionally
-deleting what the source lacks, with N sessions in parallel."""
+deleting what the source lacks, with N sessions in parallel.
+
+Times are kept both ways, so a second run transfers nothing: a download gets the remote file's time (MLSD, or MDTM
+when the listing shows only minutes or days), an upload is given the local file's time with MFMT where the server
+offers it (and is then compared by time exactly; without MFMT a remote file counts as unchanged when it is newer).
+With a :class:`~ftpkit.client.verify.Verifier` every file is checked after its transfer and transferred once more
+when it differs; a file's time is set only once it checked out, so a bad copy is never taken for a good one later.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftpkit.client.core import FTPClient
-from ftpkit.client.errors import FTPError
+from ftpkit.client.errors import FTPError, ReplyError, VerifyError
+from ftpkit.client.verify import Verifier, local_file
 from ftpkit.protocol.listparse import Entry
 
 TIME_SLACK = 2.0  # seconds: listings round times (Unix LIST to the minute is handled by comparing sizes too)
@@ -104,8 +112,33 @@ async def _run_jobs(jobs: list[tuple[str, Job]], factory: SessionFactory, parall
         await asyncio.gather(*(worker() for _ in range(workers)))
 
 
+async def _verified(session: FTPClient, verifier: Verifier | None, name: str, transfer: Callable[[], Awaitable[int]],
+                    remote: str, local: Path) -> int:
+    """Run a transfer; with a verifier, check it and run it once more when the copy differs."""
+    count = await transfer()
+    if verifier is None:
+        return count
+    try:
+        await verifier.check(session, remote, str(local), local.stat().st_size, local_file(local))
+    except VerifyError as exc:
+        session.options.transcript("!!!", f"{exc.summary()}; transferring {name} once more")
+        count += await transfer()
+        await verifier.check(session, remote, str(local), local.stat().st_size, local_file(local))
+    return count
+
+
+async def _exact_mtime(session: FTPClient, entry: Entry, remote: str) -> float | None:
+    """The remote file's time: the listing's when exact (MLSD), else MDTM's when offered (LIST shows minutes)."""
+    if entry.precision > 1 and "MDTM" in await session.features():
+        try:
+            return await session.mdtm(remote)
+        except ReplyError:
+            pass
+    return entry.mtime
+
+
 async def mirror_down(ftp: FTPClient, factory: SessionFactory, remote: str, local: Path, delete: bool = False,
-                      parallel: int = 1) -> MirrorResult:
+                      parallel: int = 1, verifier: Verifier | None = None) -> MirrorResult:
     result = MirrorResult()
     files, dirs = await remote_tree(ftp, remote)
     local.mkdir(parents=True, exist_ok=True)
@@ -120,10 +153,12 @@ async def mirror_down(ftp: FTPClient, factory: SessionFactory, remote: str, loca
             continue
 
         async def job(session: FTPClient, rel: str = rel, entry: Entry = entry) -> int:
-            target = local / rel
-            count = await session.download(posixpath.join(remote, rel), target)
-            if entry.mtime is not None:
-                os.utime(target, (entry.mtime, entry.mtime))
+            target, source = local / rel, posixpath.join(remote, rel)
+            count = await _verified(session, verifier, rel, lambda: session.download(source, target), source,
+                                    target)
+            mtime = await _exact_mtime(session, entry, source)
+            if mtime is not None:
+                os.utime(target, (mtime, mtime))
             return count
 
         jobs.append((rel, job))
@@ -139,7 +174,7 @@ async def mirror_down(ftp: FTPClient, factory: SessionFactory, remote: str, loca
 
 
 async def mirror_up(ftp: FTPClient, factory: SessionFactory, local: Path, remote: str, delete: bool = False,
-                    parallel: int = 1) -> MirrorResult:
+                    parallel: int = 1, verifier: Verifier | None = None) -> MirrorResult:
     result = MirrorResult()
     if not local.is_dir():
         raise FTPError(f"{local} is not a local directory")
@@ -152,15 +187,23 @@ async def mirror_up(ftp: FTPClient, factory: SessionFactory, local: Path, remote
         files, dirs = {}, set()
     for d in sorted(have_dirs - dirs, key=lambda p: p.count("/")):
         await ftp.mkdir(posixpath.join(remote, d))
+    keeps_times = "MFMT" in await ftp.features()
     jobs: list[tuple[str, Job]] = []
     for rel, st in sorted(have.items()):
         entry = files.get(rel)
-        if entry is not None and _same(entry, st.st_size, st.st_mtime, newer_only=True):
+        if entry is not None and _same(entry, st.st_size, st.st_mtime, newer_only=not keeps_times):
             result.unchanged.append(rel)
             continue
 
-        async def job(session: FTPClient, rel: str = rel) -> int:
-            return await session.upload(local / rel, posixpath.join(remote, rel))
+        async def job(session: FTPClient, rel: str = rel, mtime: float = st.st_mtime) -> int:
+            source, target = local / rel, posixpath.join(remote, rel)
+            count = await _verified(session, verifier, rel, lambda: session.upload(source, target), target, source)
+            if keeps_times:
+                try:
+                    await session.set_mtime(target, mtime)
+                except FTPError as exc:
+                    session.options.transcript("!!!", f"{target}: the modification time was not kept: {exc}")
+            return count
 
         jobs.append((rel, job))
     await _run_jobs(jobs, factory, parallel, result)

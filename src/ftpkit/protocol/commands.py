@@ -74,7 +74,8 @@ CommandEvent = Command | BadLine | LineTooLong
 
 
 def _valid_verb(verb: str) -> bool:
-    return 1 <= len(verb) <= 8 and verb.isascii() and verb.isalpha()
+    """A letter, then up to seven letters or digits: RFC 959's verbs and the extensions with digits (XSHA256)."""
+    return 1 <= len(verb) <= 8 and verb.isascii() and verb[0].isalpha() and verb.isalnum()
 
 
 def parse_command_line(line: bytes, encoding: str = ENCODING) -> Command | BadLine:
@@ -90,7 +91,7 @@ def parse_command_line(line: bytes, encoding: str = ENCODING) -> Command | BadLi
     except UnicodeDecodeError:
         return BadLine("command verb is not ASCII", line)
     if not _valid_verb(verb):
-        return BadLine("command verb must be 1 to 8 letters", line)
+        return BadLine("command verb must be a letter and up to 7 more letters or digits", line)
     if not sep:
         return Command(verb.upper())
     return Command(verb.upper(), arg_bytes.decode(encoding, ERRORS))

@@ -10,6 +10,7 @@ and what is allowed, the same text for library and command-line users.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -82,6 +83,8 @@ class ServerConfig:
     defender_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     defender_file: Path | None = None
+    hash_enabled: bool = True
+    hash_max_size: int = 4 << 30
     max_line: int = 4096
     io_threads: int = 32
     listen_backlog: int = 1024
@@ -261,6 +264,22 @@ def _banner(name: str, value: Any) -> str:
     return text
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byte_size(name: str, value: Any) -> int:
+    """Bytes: a whole number, or one with a binary suffix (``512M``, ``4G``, ``1T``; ``KiB``/``GB`` read alike)."""
+    if isinstance(value, bool):
+        raise ConfigError(name, f"{value!r} is not a number of bytes")
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise ConfigError(name, f"{value!r} is not a number of bytes (e.g. 4294967296, 512M or 4G)")
+    number = int(match.group(1)) * _UNITS[match.group(2).upper()]
+    if not 1 <= number <= 1 << 60:
+        raise ConfigError(name, f"{value!r} is not within 1 byte to 2**60 bytes")
+    return number
+
+
 def _whole(low: int, high: int) -> Callable[[str, Any], int]:
     return lambda name, value: _int(name, value, low, high)
 
@@ -345,6 +364,11 @@ SETTINGS: dict[str, Setting] = {
     "defender_allow": Setting(_networks, "networks never banned (repeatable; default loopback)"),
     "defender_file": Setting(_any_file, "where bans are kept across restarts (`ftpkit ban list|lift` reads it); "
                                         "default /var/lib/ftpkit/bans.json as root, else ~/.local/state/ftpkit"),
+    "hash_enabled": Setting(_bool, "answer HASH and XSHA1/XSHA256/XSHA512/XMD5/XCRC (file digests, read in worker "
+                                   "threads; FEAT lists them only when on)"),
+    "hash_max_size": Setting(_byte_size, "largest byte range HASH and the X commands digest (4G style suffixes "
+                                         "allowed); larger ones get 556/550, so a digest is never a denial of "
+                                         "service"),
     "max_line": Setting(_whole(64, 65536), "longest command line in bytes; longer ones get 500 and the session "
                                            "goes on"),
     "io_threads": Setting(_whole(1, 100000), "worker threads for file I/O (the event loop never blocks on the "

@@ -27,6 +27,7 @@ from ftpkit.protocol.listing import MLST_FACTS
 from ftpkit.protocol.replies import Reply, printable
 from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
+from ftpkit.server.commands.integrity import HashState
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
 from ftpkit.server.defender import Defender
@@ -61,6 +62,7 @@ class Shared:
     sessions: set[Session] = field(default_factory=set)
     prelogin: Counter[str] = field(default_factory=Counter)  # sessions not logged in, per client address
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
+    digest_slots: asyncio.Semaphore | None = None  # HASH and X digests at once, server-wide (made at first use)
 
 
 def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
@@ -115,6 +117,7 @@ class Session:
         self.previous_verb = ""
         self.epsv_all = False
         self.mlst_facts: tuple[str, ...] = MLST_FACTS  # chosen by OPTS MLST (RFC 3659 7.9)
+        self.hashing = HashState()  # OPTS HASH and RANG (REIN starts them again)
         # FTPS (RFC 4217): the control connection's TLS stays, the data protection starts again
         self.pbsz = False
         self.prot_private = False

@@ -10,17 +10,20 @@ waits for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fnmatch
 import functools
 import os
 import posixpath
 import stat as statmod
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
+from ftpkit.protocol.hashes import new_hash
 from ftpkit.protocol.listing import Facts
 from ftpkit.server.uploads import LocalUpload, UploadError, UploadMode, is_internal, partial_size
 
@@ -147,6 +150,28 @@ class Storage(Protocol):
 
     async def rename(self, src: str, dst: str) -> None: ...
 
+    async def digest(self, vpath: str, algorithm: str, start: int, end: int) -> str:
+        """The lower-case hex digest of bytes ``start`` to ``end`` (exclusive) of a plain file, read as RETR reads
+        it and hashed as it streams (flat memory); ``algorithm`` is one of :data:`ftpkit.protocol.hashes.
+        ALGORITHMS` (:func:`ftpkit.protocol.hashes.new_hash` makes the hash). A file shorter than ``end`` is hashed
+        to its end. Cancelling the call stops the reading."""
+        ...
+
+    async def set_times(self, vpath: str, mtime: float) -> None:
+        """Set the modification time (seconds since the epoch, UTC) of a file or directory."""
+        ...
+
+    async def chmod(self, vpath: str, mode: int) -> bool:
+        """Set the permission bits (0-0o777); ``False`` when this backend keeps no modes (nothing changed)."""
+        ...
+
+    async def free_space(self, vpath: str) -> int | None:
+        """Bytes available for uploads in the directory ``vpath``, or ``None`` when the backend cannot tell."""
+        ...
+
+
+DIGEST_CHUNK = 1 << 20
+"""Bytes read at a time when hashing (one buffer, reused)."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -311,6 +336,69 @@ class LocalStorage:
 
     async def rename(self, src: str, dst: str) -> None:
         await self.run(self._rename, src, dst)
+
+    # --- integrity and fidelity: digests, times, modes, free space -----------------------------------------
+    async def digest(self, vpath: str, algorithm: str, start: int, end: int) -> str:
+        stop = threading.Event()
+        try:
+            return await self.run(self._digest, vpath, algorithm, start, end, stop)
+        except asyncio.CancelledError:
+            stop.set()  # the worker thread stops at its next chunk
+            raise
+
+    def _digest(self, vpath: str, algorithm: str, start: int, end: int, stop: threading.Event) -> str:
+        hasher = new_hash(algorithm)
+        fh, _ = self._open_read(vpath, start)
+        buffer = bytearray(min(DIGEST_CHUNK, max(end - start, 1)))
+        view = memoryview(buffer)
+        left = end - start
+        try:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(fh.fileno(), start, left, os.POSIX_FADV_SEQUENTIAL)
+            while left > 0 and not stop.is_set():
+                count = fh.readinto(view[:min(left, len(buffer))])  # type: ignore[attr-defined]
+                if not count:
+                    break
+                hasher.update(view[:count])
+                left -= count
+        except OSError as exc:
+            raise _os_error(exc, vpath) from None
+        finally:
+            view.release()
+            fh.close()
+        return hasher.hexdigest()
+
+    async def set_times(self, vpath: str, mtime: float) -> None:
+        await self.run(self._set_times, vpath, mtime)
+
+    def _set_times(self, vpath: str, mtime: float) -> None:
+        path = self.real(vpath)
+        try:
+            atime_ns = os.stat(path).st_atime_ns  # only the modification time changes
+            os.utime(path, ns=(atime_ns, round(mtime * 1e6) * 1000))  # to the microsecond: what a float holds
+        except OSError as exc:
+            raise _os_error(exc, vpath) from None
+        except (OverflowError, ValueError):
+            raise StorageError(f"{vpath}: the time is out of range for this file system", 501) from None
+
+    async def chmod(self, vpath: str, mode: int) -> bool:
+        if not 0 <= mode <= 0o777:
+            raise StorageError(f"{vpath}: mode {mode:o} is not within 000-777", 501)
+        await self.run(self._call, os.chmod, vpath, mode)
+        return True
+
+    async def free_space(self, vpath: str) -> int | None:
+        return await self.run(self._free_space, vpath)
+
+    def _free_space(self, vpath: str) -> int | None:
+        path = self.real(vpath)
+        try:
+            if not os.path.isdir(path):
+                raise StorageError(f"{vpath}: not a directory")
+            st = os.statvfs(path)
+        except OSError as exc:
+            raise _os_error(exc, vpath) from None
+        return st.f_bavail * st.f_frsize
 
     async def write(self, fh: BinaryIO, data: bytes | bytearray | memoryview) -> None:
         try:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ftpkit import __version__
 from ftpkit.protocol.features import format_features
 from ftpkit.protocol.listing import format_mlst_feature, format_mlst_opts_reply, parse_mlst_opts
+from ftpkit.server.commands import integrity
 from ftpkit.server.commands.table import COMMANDS, command
 from ftpkit.server.listings import list_lines, split_list_arg
 from ftpkit.server.storage import StorageError
@@ -48,13 +49,14 @@ TLS_FEATURES = (("AUTH", "TLS"), ("AUTH", "SSL"), ("PBSZ", ""), ("PROT", ""))
 @command("FEAT", login=False, arg="none")
 async def feat(s: Session, cmd: Command) -> None:
     features = FEATURES + (TLS_FEATURES if s.shared.tls_context is not None and s.cfg.tls != "off" else ())
+    features += tuple(integrity.features(s))
     mlst = format_mlst_feature(s.mlst_facts).split(" ", 1)
     features += ((mlst[0], mlst[1]),)
     reply = format_features(sorted(features))
     await s.reply(reply.code, list(reply.lines))
 
 
-@command("OPTS", login=False, arg="required", syntax="OPTS UTF8 ON | OPTS MLST facts")
+@command("OPTS", login=False, arg="required", syntax="OPTS UTF8 ON | OPTS MLST facts | OPTS HASH [algorithm]")
 async def opts(s: Session, cmd: Command) -> None:
     name, _, value = (cmd.arg or "").partition(" ")
     name = name.upper()
@@ -66,6 +68,8 @@ async def opts(s: Session, cmd: Command) -> None:
     elif name == "MLST":
         s.mlst_facts = parse_mlst_opts(value)
         await s.reply(200, format_mlst_opts_reply(s.mlst_facts))
+    elif name == "HASH":
+        await integrity.opts_hash(s, value)
     else:
         await s.reply(501, f"Option {name[:20]} not understood.")
 
@@ -120,9 +124,12 @@ async def site(s: Session, cmd: Command) -> None:
     sub = (cmd.arg or "").split(" ")[0].upper()
     if sub == "HELP":
         await s.reply(214, ["SITE commands:", " HELP", " WHOAMI    your address and port as this server sees them",
-                            " LASTPORT  the last PORT/EPRT command as this server received it", "End"])
+                            " LASTPORT  the last PORT/EPRT command as this server received it",
+                            " CHMOD     CHMOD 644 path: permission bits 000-777 (write permission needed)", "End"])
     elif sub == "WHOAMI":
         await s.reply(200, f"{s.peer_ip} {s.peer_port}")
+    elif sub == "CHMOD":
+        await integrity.site_chmod(s, (cmd.arg or "")[len("CHMOD"):])
     elif sub == "LASTPORT":
         if s.last_port_command is None:
             await s.reply(550, "No PORT or EPRT received in this session.")
