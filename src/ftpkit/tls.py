@@ -3,7 +3,10 @@
 :class:`ControlStream` carries a control connection over a plain asyncio stream and can start TLS on it (AUTH TLS,
 or at once for implicit FTPS) and stop it again (CCC, RFC 4217 §6), which asyncio's own SSL transport cannot do.
 TLS runs through an :class:`ssl.SSLObject` with memory BIOs: a peer that never finishes its handshake costs no CPU
-while it is awaited, and the wait is bounded.
+while it is awaited, and the wait is bounded. As a server with a :class:`ServerContext`, it reads the client's
+ClientHello before OpenSSL does (:mod:`ftpkit.tls_hello`): what is not a ClientHello is dropped at once, and a
+client that offers ALPN protocols but not ``ftp`` gets the ``no_application_protocol`` alert (RFC 7301, the ALPACA
+mitigation), which Python's ``ssl`` cannot send by itself.
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ import contextlib
 import ssl
 from typing import Literal
 
+from ftpkit.tls_hello import NO_APPLICATION_PROTOCOL, NotClientHello, alpn_refusal, fatal_alert, read_client_hello
+
 READ_SIZE = 65536
+FTP_ALPN = "ftp"  # the IANA ALPN protocol ID of FTP
+
+
+class ServerContext(ssl.SSLContext):
+    """A server's TLS context: a :class:`ControlStream` screens the ClientHello against ``alpn_protocol`` first."""
+
+    alpn_protocol: str = FTP_ALPN
 
 TLSMaxVersion = Literal["1.2", "1.3"]
 """The highest TLS version a server offers (see :func:`server_context` for why 1.2 is the default)."""
@@ -90,12 +102,14 @@ class ControlStream:
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         leftover = self._plain_leftover
         self._plain_leftover = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if server_side and isinstance(context, ServerContext):
+            leftover = await self._screen_client_hello(leftover, context.alpn_protocol, deadline)
         if leftover:
             self._in.write(leftover)
         tls = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname,
                                session=session)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         while True:
             try:
                 tls.do_handshake()
@@ -118,6 +132,34 @@ class ControlStream:
         self._flush()
         await self.writer.drain()
         self.tls = tls
+
+    async def _screen_client_hello(self, data: bytes, protocol: str, deadline: float) -> bytes:
+        """Read until ``data`` holds the whole ClientHello and check it; returns the bytes read, for OpenSSL."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                hello = read_client_hello(data)
+            except NotClientHello as exc:
+                raise TLSError(f"not a TLS ClientHello: {exc}") from None
+            if hello is not None:
+                break
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = await asyncio.wait_for(self.reader.read(READ_SIZE), remaining)
+            except TimeoutError:
+                raise TLSError(describe_ssl_error(TimeoutError())) from None
+            if not chunk:
+                raise TLSError("the peer closed the connection during the TLS handshake")
+            data += chunk
+        refusal = alpn_refusal(hello, protocol.encode("ascii"))
+        if refusal is not None:
+            self.writer.write(fatal_alert(NO_APPLICATION_PROTOCOL))
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.writer.drain()
+            raise TLSError(f"{refusal}: refused with the no_application_protocol alert (RFC 7301)")
+        return data
 
     async def stop_tls(self, timeout: float = 10.0) -> None:
         """Send close_notify, wait for the peer's, and carry on in clear (CCC)."""
@@ -182,7 +224,7 @@ class ControlStream:
         await self.writer.wait_closed()
 
 
-def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> ssl.SSLContext:
+def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> ServerContext:
     """TLS 1.2 at least; by default at most, too.
 
     With TLS 1.2 and no session tickets, a data connection that resumes the control connection's session has the
@@ -190,12 +232,16 @@ def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> s
     1.3 connection resumed). TLS 1.3 also sends session tickets after every handshake, data connections included;
     clients that never read them (curl) then end an upload with a TCP reset instead of a clean close, and the
     upload fails. ``tls_max_version = "1.3"`` opts in anyway.
+
+    ALPN selects ``ftp`` when a client offers it (a client offering others only is refused by
+    :class:`ControlStream`); a client may not renegotiate (TLS 1.2: a renegotiation costs the server a handshake).
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = ServerContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3 if max_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.options |= ssl.OP_NO_TICKET
+    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_RENEGOTIATION
+    ctx.set_alpn_protocols([FTP_ALPN])
     return ctx
 
 

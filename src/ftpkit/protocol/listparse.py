@@ -138,11 +138,19 @@ def parse_list_line(line: str, now: float) -> Entry | None:
     return None
 
 
+def plain_name(name: str) -> bool:
+    """Whether ``name`` can be an entry of a directory: one path component, not empty, ``.`` or ``..``, without
+    ``/`` or NUL."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 def parse_listing(text: str, now: float, mlsd: bool = False) -> list[Entry]:
+    """The entries of a directory listing. Entries whose name is not a :func:`plain_name` (``../x`` or ``/etc/x``
+    from a hostile server, an empty name) are dropped, so no caller is led outside the folder it lists into."""
     parse = parse_mlsx_line if mlsd else (lambda line: parse_list_line(line, now))
     out = []
     for line in text.splitlines():
         entry = parse(line)
-        if entry is not None:
+        if entry is not None and plain_name(entry.name):
             out.append(entry)
     return out
