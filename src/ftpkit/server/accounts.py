@@ -78,7 +78,9 @@ class Accounts:
             return Account("anonymous", self.root, self.anonymous_write, anonymous=True)
         entry = self.users.get(name)
         try:
-            _hasher.verify(entry.password_hash if entry else self._dummy_hash, password)
+            # bytes: a password that is not UTF-8 arrives with surrogate escapes, which argon2 cannot encode
+            _hasher.verify(entry.password_hash if entry else self._dummy_hash,
+                           password.encode("utf-8", "surrogateescape"))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if entry is None:
