@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 import re
 import socket
@@ -28,8 +29,9 @@ from ftpkit.protocol.conversation import TRANSFER_COMMANDS
 from ftpkit.server.storage import LocalStorage, StorageError
 from rawftp import Raw, read_all
 
-SESSIONS = 14
-LINES = 45
+FIRST = int(os.environ.get("FTPKIT_SERVER_FUZZ_FIRST", "0"))  # seeds FIRST .. FIRST+SESSIONS-1: other ones, or
+SESSIONS = int(os.environ.get("FTPKIT_SERVER_FUZZ_SESSIONS", "14"))  # more of them, for a longer hunt
+LINES = int(os.environ.get("FTPKIT_SERVER_FUZZ_LINES", "45"))
 TIMEOUT = 30  # seconds a reply may take before it counts as silence
 MAX_LINE = 4096
 
@@ -251,7 +253,7 @@ def _session_id(caplog: pytest.LogCaptureFixture, local_port: int) -> str:
     raise AssertionError(f"no session from port {local_port} in the log")
 
 
-@pytest.mark.parametrize("seed", range(SESSIONS))
+@pytest.mark.parametrize("seed", range(FIRST, FIRST + SESSIONS))
 def test_fuzzed_sessions_get_one_reply_per_line(servers, tree, caplog, seed):
     server = servers.start(tree, users=["alice:secret"], anonymous_write=True, data_accept_timeout=1,
                            data_connect_timeout=2, data_idle_timeout=5, max_login_failures=3)

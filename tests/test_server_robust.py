@@ -148,3 +148,14 @@ def test_a_conversation_that_cannot_go_on_ends_with_421(server, monkeypatch, cap
     other.login()
     assert other.cmd("NOOP").code == 200
 
+
+
+@pytest.mark.parametrize("password", [b"\xc3\x28", b"caf\xe9", b"\xed\xa0\x80", b"ok\x00"])
+def test_a_password_that_is_not_utf8_is_an_ordinary_wrong_password(server, caplog, password):
+    # Found by tests/test_server_fuzz.py: argon2 could not encode the surrogate escapes such a password arrives with.
+    c = Raw(server.host, server.port)
+    assert c.cmd("USER alice").code == 331
+    with caplog.at_level(logging.ERROR, logger="ftpkit.server"):
+        assert c.cmd(b"PASS " + password + b"\r\n").code == 530
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    c.login()

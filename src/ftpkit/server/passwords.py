@@ -129,7 +129,8 @@ def verify_hash(stored: str, password: str) -> bool:
     """Blocking (that is the point of a password hash): call from a worker thread."""
     if stored.startswith(ARGON2_PREFIXES):
         try:
-            return PasswordHasher().verify(stored, password)
+            # bytes: a password that is not UTF-8 arrives with surrogate escapes, which argon2 cannot encode
+            return PasswordHasher().verify(stored, password.encode("utf-8", "surrogateescape"))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
     if scheme_of(stored) is None:
