@@ -20,9 +20,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        transfer = getattr(record, "transfer", None)
-        if transfer:
-            data["transfer"] = transfer
+        for key in ("transfer", "diagnosis", "diagnosis_summary", "hook"):
+            value = getattr(record, key, None)
+            if value:
+                data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)

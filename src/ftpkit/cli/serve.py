@@ -45,6 +45,8 @@ def _options(func: Any) -> Any:
             func = click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help=help_text)(func)
         elif f.name == "masquerade_map":
             func = click.option(flag, f.name, multiple=True, metavar="NET=ADDR", help=help_text)(func)
+        elif f.name == "hooks":
+            func = click.option("--hook", "hooks", multiple=True, metavar="EVENT:COMMAND|URL", help=help_text)(func)
         elif f.name == "defender_allow":
             func = click.option(flag, f.name, multiple=True, metavar="NETWORK", help=help_text)(func)
         else:

@@ -30,6 +30,9 @@ CODES: frozenset[str] = frozenset({
     "data-syn-unanswered", "data-refused", "data-never-opened", "transfer-failed",
     # address translation
     "nat-detected", "alg-rewrote-port",
+    # what the server sees alone (ftpkit serve)
+    "active-data-refused", "masquerade-missing", "alg-blind-tls", "passive-foreign-source", "data-tls-not-resumed",
+    "passive-ports-exhausted",
     # all good
     "healthy",
 })
@@ -58,6 +61,10 @@ class Finding:
     def advice(self, lang: str | None = None) -> list[tuple[str, str]]:
         """(side, text) pairs: who can act ('client', 'server', 'network') and what to change."""
         return catalog(lang).advice(self.code, self.params)
+
+    def hint(self, lang: str | None = None) -> str:
+        """A short cause and remedy for a reply to the client (one line, no final full stop), or ``""``."""
+        return catalog(lang).entry_text(self.code, "hint", self.params)
 
     def to_json(self, lang: str | None = None) -> dict[str, object]:
         return {

@@ -44,6 +44,13 @@ class Catalog:
     def explanation(self, code: str, params: dict[str, str]) -> str:
         return self.entry(code).get("explanation", "").format_map(_Defaults(params))
 
+    def entry_text(self, code: str, key: str, params: dict[str, str]) -> str:
+        """Another text of a code's entry (``hint``, ``repeat``), filled; ``""`` when it has none."""
+        text = self.entry(code).get(key)
+        if not isinstance(text, str) and self.fallback is not None:
+            return self.fallback.entry_text(code, key, params)
+        return text.format_map(_Defaults(params)) if isinstance(text, str) else ""
+
     def advice(self, code: str, params: dict[str, str]) -> list[tuple[str, str]]:
         """(side, text) pairs. Advice that depends on the data-connection mode that failed is a table per mode
         (``[codes.X.advice.active]``, ``[codes.X.advice.passive]``), chosen by the finding's ``mode`` param."""

@@ -17,7 +17,10 @@ def serve(cfg: ServerConfig, announce: bool = True) -> int:
         server = FTPServer(cfg)
         await server.start()
         if announce:
-            print(describe(cfg, server.port), flush=True)
+            line = describe(cfg, server.port)
+            if server.metrics_server is not None:
+                line += f"; metrics at {server.metrics_server.url}/metrics"
+            print(line, flush=True)
         await server.serve_until_signalled()
 
     asyncio.run(main())

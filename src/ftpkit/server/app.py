@@ -21,6 +21,10 @@ from ftpkit.server.accounts import Accounts
 from ftpkit.server.config import ConfigError, ServerConfig
 from ftpkit.server.data import PortPool
 from ftpkit.server.defender import Defender, DefenderSettings
+from ftpkit.server.events import ServerEvents
+from ftpkit.server.hooks import Hooks
+from ftpkit.server.metrics import Metrics, State
+from ftpkit.server.metrics_http import MetricsServer
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.uploads import sweep_partials
@@ -64,6 +68,10 @@ class FTPServer:
         if storage_factory is None:
             storage_factory = functools.partial(LocalStorage, upload_mode=cfg.upload_mode)
         self.executor = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="ftpkit-io")
+        self.metrics = Metrics()
+        hooks = Hooks(cfg.hooks, cfg.hook_concurrency)
+        events = ServerEvents(self.metrics, hooks, cfg.diagnosis_summary_interval)
+        hooks.counts = events
         self.shared = Shared(
             cfg=cfg,
             accounts=Accounts.from_config(cfg),
@@ -72,7 +80,10 @@ class FTPServer:
             transfer_log=TransferLog(cfg.xferlog),
             defender=Defender(defender_settings(cfg)),
             storage_factory=storage_factory,
+            events=events,
         )
+        self._observe(self.metrics.state)
+        self.metrics_server: MetricsServer | None = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             try:
                 self.shared.tls_context = server_context(str(cfg.tls_cert), str(cfg.tls_key), cfg.tls_max_version)
@@ -85,6 +96,23 @@ class FTPServer:
         self._sweeper: asyncio.Task[None] | None = None
         self.port = cfg.port
         self.implicit_port: int | None = None
+
+    def _observe(self, state: State) -> None:
+        """What a scrape reads of the server's state."""
+        shared = self.shared
+        state.sessions_open = lambda: len(shared.sessions)
+        state.passive_in_use = lambda: len(shared.pool.in_use)
+        state.passive_size = lambda: shared.pool.size
+        state.bans_active = lambda: sum(1 for ban in list(shared.defender.bans.values()) if ban.until > time.time())
+        state.bans_issued = lambda: shared.defender.banned_total
+        state.hashed = lambda: shared.accounts.verifier.hashed
+        state.cached = lambda: shared.accounts.verifier.cache_hits
+        state.hooks_running = lambda: shared.events.hooks.pending
+        state.accepting = self.accepting
+
+    def accepting(self) -> bool:
+        """The FTP listener accepts connections (``/healthz`` says 200): started and not shutting down."""
+        return self._server is not None and self._server.is_serving() and not self.shared.stopping
 
     async def start(self) -> None:
         if self.cfg.active_from_port_20:
@@ -108,6 +136,16 @@ class FTPServer:
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]
         if self.cfg.upload_mode == "atomic":
             self._sweeper = asyncio.create_task(self._sweep_partials())
+        self.shared.events.start()
+        if self.cfg.metrics_address is not None:
+            host, port = self.cfg.metrics_address
+            self.metrics_server = MetricsServer(self.metrics, self.accepting, host, port)
+            try:
+                await self.metrics_server.start()
+            except OSError:
+                self.metrics_server = None
+                await self.stop(grace=0)
+                raise
 
     async def _sweep_partials(self) -> None:
         """Remove interrupted uploads' partials older than ``partial_ttl``: at start, then every hour (or ttl)."""
@@ -138,6 +176,7 @@ class FTPServer:
             if ban is not None:
                 until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ban.until))
                 log.debug("refused %s: banned until %s", ip, until)
+                self.shared.events.connection_refused("banned")
                 with contextlib.suppress(ConnectionError, OSError):
                     writer.write(Reply.of(421, f"Your address is banned until {until}: too many failed logins "
                                                "or errors.").to_bytes())
@@ -153,6 +192,7 @@ class FTPServer:
                            "try again later.")
             if refusal is not None:
                 log.warning("refused %s: %s", ip, refusal)
+                self.shared.events.connection_refused("limit")
                 self.shared.defender.record(ip, "limit_exceeded")
                 with contextlib.suppress(ConnectionError, OSError):
                     writer.write(Reply.of(421, refusal).to_bytes())
@@ -183,15 +223,19 @@ class FTPServer:
             self._sweeper.cancel()
         for session in list(self.shared.sessions):
             session.wake()
+        deadline = time.monotonic() + grace
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        await self.shared.events.stop(max(0.0, deadline - time.monotonic()))  # hooks get what is left of the grace
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.shared.accounts.close()
         self.shared.transfer_log.close()
+        if self.metrics_server is not None:  # the last to go: /healthz said 503 all along the shutdown
+            await self.metrics_server.stop()
 
     async def serve_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 
 from ftpkit.logs import LogFormat, LogLevel
 from ftpkit.protocol.portrange import PortRangeError, parse_port_range
+from ftpkit.server.hooks import HookError, HookSpec, parse_hook
 from ftpkit.server.uploads import UploadMode
 from ftpkit.tls import TLSMaxVersion
 
@@ -102,6 +103,10 @@ class ServerConfig:
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
     xferlog: Path | None = None
+    metrics_address: tuple[str, int] | None = None  # /metrics and /healthz over HTTP
+    diagnosis_summary_interval: float = 60.0
+    hooks: tuple[HookSpec, ...] = ()
+    hook_concurrency: int = 4
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -241,6 +246,29 @@ def _networks(name: str, value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.
         except ValueError:
             raise ConfigError(name, f"{item!r} is not a network such as 192.0.2.0/24 or 2001:db8::/32") from None
     return tuple(out)
+
+
+def _host_port(name: str, value: Any) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1)."""
+    if isinstance(value, tuple) and len(value) == 2:
+        host, port = value
+    else:
+        text = str(value).strip()
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            host, port = "", text
+        if ":" in host and not host.startswith("["):
+            raise ConfigError(name, f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9100")
+    host = str(host).strip().strip("[]") or "127.0.0.1"
+    return _ip(name, host), _int(name, port, 0, 65535)
+
+
+def _hooks(name: str, value: Any) -> tuple[HookSpec, ...]:
+    items = [value] if isinstance(value, str | Mapping) else list(value)
+    try:
+        return tuple(parse_hook(i, item) for i, item in enumerate(items))
+    except HookError as exc:
+        raise ConfigError(exc.field, str(exc)) from None
 
 
 def _root(name: str, value: Any) -> Path:
@@ -394,6 +422,13 @@ SETTINGS: dict[str, Setting] = {
                                               "error"),
     "log_format": Setting(_one_of(LOG_FORMATS), "text or json"),
     "xferlog": Setting(_any_file, "also write transfers to this xferlog-format file"),
+    "metrics_address": Setting(_host_port, "HOST:PORT to serve /metrics (Prometheus) and /healthz over HTTP; off "
+                                           "by default; HOST 127.0.0.1 unless given"),
+    "diagnosis_summary_interval": Setting(_secs(0.0, 86400.0), "seconds between the one-line summaries of "
+                                                              "repeated data-connection problems (0: off)"),
+    "hooks": Setting(_hooks, "EVENT:COMMAND or EVENT:URL run on upload, download, delete, rename, mkdir, rmdir, "
+                             "login-failed, pre-upload (repeatable; [[hooks]] tables in TOML)"),
+    "hook_concurrency": Setting(_whole(1, 1000), "event hooks running at once (more wait; never the FTP session)"),
 }
 
 
@@ -427,7 +462,12 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("config", f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigError("config", f"{path}: {exc.strerror}") from None
-    data = dict(data.get("server", data))
+    server = data.get("server")
+    if isinstance(server, dict):
+        if "hooks" in data and "hooks" not in server:  # [[hooks]] after a [server] table
+            server = {**server, "hooks": data["hooks"]}
+        data = server
+    data = dict(data)
     if isinstance(data.get("root"), str) and not Path(data["root"]).is_absolute():
         data["root"] = str((path.parent / data["root"]).resolve())
     return data

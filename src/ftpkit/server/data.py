@@ -33,7 +33,12 @@ SMALL_BUFFER = 16 << 10
 
 
 class DataConnectionError(Exception):
-    """The data connection could not be opened; the text goes into a 425 reply."""
+    """The data connection could not be opened; the text goes into a 425 reply. ``kind`` says how, for the
+    server's diagnosis: ``timeout``, ``refused``, ``unreachable``, ``exhausted`` (no passive port), ``error``."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class DataProtocol(asyncio.BufferedProtocol):
@@ -292,7 +297,7 @@ class PortPool:
         if self.by_source.get(source, 0) >= self.per_source:
             log.warning("passive ports: %s holds %d ports of %d-%d already (its share)", source or "?",
                         self.by_source[source], self.low, self.high)
-            raise DataConnectionError(f"your address holds {self.per_source} passive ports already")
+            raise DataConnectionError(f"your address holds {self.per_source} passive ports already", "exhausted")
         span = self.size
         start = random.randrange(span)
         for i in range(span):
@@ -315,7 +320,7 @@ class PortPool:
             self.by_source[source] = self.by_source.get(source, 0) + 1
             return sock
         log.warning("passive port range %d-%d exhausted (%d ports in use)", self.low, self.high, len(self.in_use))
-        raise DataConnectionError(f"no free passive port in {self.low}-{self.high}")
+        raise DataConnectionError(f"no free passive port in {self.low}-{self.high}", "exhausted")
 
     def release(self, port: int) -> None:
         self.in_use.discard(port)
@@ -353,7 +358,7 @@ class PassiveListener:
         """Nobody connected in time: stop listening and give the port back to the range."""
         if not self._accepted.done():
             self._accepted.set_exception(DataConnectionError(
-                f"no data connection to passive port {self.announced} within {timeout:g} s"))
+                f"no data connection to passive port {self.announced} within {timeout:g} s", "timeout"))
             self._accepted.exception()  # retrieved: no "never retrieved" warning if no transfer comes
             self._stop_listening()
 
@@ -382,7 +387,7 @@ class PassiveListener:
             conn = await asyncio.wait_for(asyncio.shield(self._accepted), timeout)
         except TimeoutError:
             raise DataConnectionError(
-                f"no data connection to passive port {self.announced} within {timeout:g} s"
+                f"no data connection to passive port {self.announced} within {timeout:g} s", "timeout"
             ) from None
         finally:
             self._stop_listening()
@@ -430,10 +435,12 @@ class ActiveTarget:
             )
         except TimeoutError:
             sock.close()
-            raise DataConnectionError(f"connecting to {self.announced} timed out after {timeout:g} s") from None
+            raise DataConnectionError(f"connecting to {self.announced} timed out after {timeout:g} s",
+                                      "timeout") from None
         except OSError as exc:
             sock.close()
-            raise DataConnectionError(f"cannot connect to {self.announced}: {exc.strerror or exc}") from None
+            raise DataConnectionError(f"cannot connect to {self.announced}: {exc.strerror or exc}",
+                                      _connect_failure(exc)) from None
         except BaseException:
             sock.close()
             raise
@@ -444,6 +451,14 @@ class ActiveTarget:
 
     def describe(self) -> str:
         return f"active ({self.method}) {self.announced}"
+
+
+def _connect_failure(exc: OSError) -> str:
+    if exc.errno == errno.ECONNREFUSED:
+        return "refused"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
+        return "unreachable"  # an ICMP reject (host prohibited), or no route
+    return "error"
 
 
 DataChannel = PassiveListener | ActiveTarget

@@ -31,7 +31,8 @@ from ftpkit.server.commands.integrity import HashState
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
 from ftpkit.server.defender import Defender
-from ftpkit.server.storage import LocalStorage, Storage, join_virtual
+from ftpkit.server.events import ServerEvents, default_events
+from ftpkit.server.storage import LocalStorage, Storage, StorageError, join_virtual
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import ControlStream, TLSError
 
@@ -63,6 +64,7 @@ class Shared:
     prelogin: Counter[str] = field(default_factory=Counter)  # sessions not logged in, per client address
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
     digest_slots: asyncio.Semaphore | None = None  # HASH and X digests at once, server-wide (made at first use)
+    events: ServerEvents = field(default_factory=default_events)  # diagnosis, metrics, hooks
 
 
 def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
@@ -90,6 +92,9 @@ class Session:
         self.conv = ServerConversation(self.cfg.max_line)
         self.started = time.monotonic()
         self.failures = 0
+        self.commands = 0  # command lines received (none: a TCP health probe)
+        self.logged_in = False  # ever, in this session
+        self.warned: set[str] = set()  # diagnosis warnings said once per session
         self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
         self.transfer: Transfer | None = None
         self.transfers = 0
@@ -201,6 +206,15 @@ class Session:
             return "it resumed another TLS session than the control connection's"
         return None
 
+    def local_path(self, vpath: str) -> str | None:
+        """The file's path on this machine (for event hooks), when the storage is the local file system."""
+        if not isinstance(self.storage, LocalStorage):
+            return None
+        try:
+            return self.storage.real(vpath)
+        except StorageError:
+            return None
+
     def active_source(self) -> tuple[str, int] | None:
         port = self.shared.active_source_port
         return (self.local_ip, port) if port is not None else None
@@ -208,7 +222,7 @@ class Session:
     # --- the control loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
         self.shared.sessions.add(self)
-        log.info("[%s] connect from %s:%d", self.id, self.peer_ip, self.peer_port)
+        log.debug("[%s] connect from %s:%d", self.id, self.peer_ip, self.peer_port)
         read_task: asyncio.Task[bytes] | None = None
         try:
             if self.implicit_tls:
@@ -216,8 +230,9 @@ class Session:
                 try:
                     await self.stream.start_tls(self.shared.tls_context, server_side=True,
                                                 timeout=self.cfg.tls_handshake_timeout)
-                except BaseException:
+                except BaseException as exc:
                     self.shared.defender.record(self.peer_ip, "tls_failed")
+                    self.shared.events.tls_failed("control", exc)
                     raise
             self._send(self.conv.greet(Reply.of(220, self.cfg.banner)))
             await self.stream.drain()
@@ -283,8 +298,10 @@ class Session:
                 await asyncio.wait_for(self.stream.wait_closed(), 2)
             self.shared.sessions.discard(self)
             self.set_prelogin(False)
-            log.info("[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
-                     time.monotonic() - self.started, self.transfers)
+            probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line
+            log.log(logging.DEBUG if probe else logging.INFO, "[%s] end of session %s@%s after %.1f s, %d commands, "
+                    "%d transfers", self.id, self.user, self.peer_ip, time.monotonic() - self.started, self.commands,
+                    self.transfers)
 
     def wake(self) -> None:
         """Make the control loop look at the server's state now (used at shutdown)."""
@@ -292,6 +309,7 @@ class Session:
             self._wakeup.set_result(None)
 
     async def dispatch(self, event: CommandEvent) -> None:
+        self.commands += 1
         if not isinstance(event, Command):
             log.info("[%s] bad command line: %s", self.id, bad_line_text(event))
             self.shared.defender.record(self.peer_ip, "protocol_error")

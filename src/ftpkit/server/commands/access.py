@@ -27,6 +27,7 @@ async def user(s: Session, cmd: Command) -> None:
     s.pending_user = cmd.arg
     if s.tls_required() and not s.stream.encrypted:
         s.pending_user = None
+        s.shared.events.login(s, cmd.arg or "", ok=False, reason="tls_required")
         await s.reply(530, "TLS required on this server: send AUTH TLS before USER.")
         return
     if s.shared.accounts.is_anonymous_name(cmd.arg or ""):
@@ -48,6 +49,7 @@ async def pass_(s: Session, cmd: Command) -> None:
     if account is None:
         s.failures += 1
         log.warning("[%s] failed login as %r from %s (%d)", s.id, name, s.peer_ip, s.failures)
+        s.shared.events.login(s, name, ok=False)
         banned = s.shared.defender.record(s.peer_ip, "login_failed")
         await asyncio.sleep(s.cfg.login_fail_delay)  # slows password guessing; holds no thread; others carry on
         if banned is not None:
@@ -58,6 +60,8 @@ async def pass_(s: Session, cmd: Command) -> None:
             await s.reply(530, "Login incorrect.")
         return
     s.account = account
+    s.logged_in = True
+    s.shared.events.login(s, name, ok=True, reason="anonymous" if account.anonymous else "user")
     s.set_prelogin(False)
     s.storage = s.shared.storage_factory(account.home, s.shared.executor)
     s.cwd = "/"

@@ -39,11 +39,12 @@ async def _refuse_after_epsv_all(s: Session, verb: str) -> bool:
     return False
 
 
-async def _active(s: Session, verb: DataMethod, target: HostPort) -> None:
+async def _active(s: Session, verb: DataMethod, target: HostPort, cmd: Command) -> None:
     refusal = s.active_refusal(target)
     if refusal is not None:
-        log.warning("[%s] %s refused: %s", s.id, verb, refusal)
-        await s.reply(501, f"{verb} refused: {refusal} (RFC 2577 bounce protection).")
+        hint = s.shared.events.port_refused(s, str(cmd), target, refusal)
+        await s.reply(501, f"{verb} refused: {refusal}: {hint} (RFC 2577)." if hint else
+                      f"{verb} refused: {refusal} (RFC 2577 bounce protection).")
         return
     s.set_data(ActiveTarget(target, verb, s.active_source()))
     await s.reply(200, f"{verb} command successful: data connection to {target} ({explain_port(target.port)}).")
@@ -62,7 +63,7 @@ async def port(s: Session, cmd: Command) -> None:
     except HostPortError as exc:
         await s.reply(501, f"{exc}.")
         return
-    await _active(s, "PORT", target)
+    await _active(s, "PORT", target, cmd)
 
 
 @command("EPRT", arg="required", syntax="EPRT |proto|address|port|")
@@ -78,7 +79,7 @@ async def eprt(s: Session, cmd: Command) -> None:
     if (target.family == 2) != s.is_ipv6:
         await s.reply(522, f"Network protocol not supported, use ({2 if s.is_ipv6 else 1}).")
         return
-    await _active(s, "EPRT", target)
+    await _active(s, "EPRT", target, cmd)
 
 
 async def _passive(s: Session, method: DataMethod, announce_host: str) -> PassiveListener | None:
@@ -88,10 +89,11 @@ async def _passive(s: Session, method: DataMethod, announce_host: str) -> Passiv
                                    s.cfg.data_accept_timeout)
     except DataConnectionError as exc:
         s.set_data(None)
-        log.warning("[%s] %s: %s", s.id, method, exc)
-        await s.reply(425, f"Cannot open passive connection: {exc}.")
+        hint = s.shared.events.passive_failed(s, method, exc)
+        await s.reply(425, f"Cannot open passive connection: {exc}" + (f"; {hint}." if hint else "."))
         return None
     s.set_data(listener)
+    s.shared.events.passive_announced(s, method, listener.announced)
     return listener
 
 

@@ -54,28 +54,33 @@ async def mkd(s: Session, cmd: Command) -> None:
         await s.reply(550, f"Create directory failed: {exc.reason}.")
         return
     await s.reply(257, f"{format_257_path(path)} created.")
+    s.shared.events.file_changed(s, "mkdir", path)
 
 
 @command("RMD", "XRMD", arg="required", write=True, syntax="RMD path")
 async def rmd(s: Session, cmd: Command) -> None:
     assert s.storage is not None
+    path = s.vpath(cmd.arg)
     try:
-        await s.storage.rmdir(s.vpath(cmd.arg))
+        await s.storage.rmdir(path)
     except StorageError as exc:
         await s.reply(550, f"Remove directory failed: {exc.reason}.")
         return
     await s.reply(250, "Remove directory operation successful.")
+    s.shared.events.file_changed(s, "rmdir", path)
 
 
 @command("DELE", arg="required", write=True, syntax="DELE path")
 async def dele(s: Session, cmd: Command) -> None:
     assert s.storage is not None
+    path = s.vpath(cmd.arg)
     try:
-        await s.storage.remove(s.vpath(cmd.arg))
+        await s.storage.remove(path)
     except StorageError as exc:
         await s.reply(550, f"Delete operation failed: {exc.reason}.")
         return
     await s.reply(250, "Delete operation successful.")
+    s.shared.events.file_changed(s, "delete", path)
 
 
 @command("RNFR", arg="required", write=True, syntax="RNFR path")
@@ -98,12 +103,14 @@ async def rnto(s: Session, cmd: Command) -> None:
     if source is None:
         await s.reply(503, "RNFR required first.")
         return
+    target = s.vpath(cmd.arg)
     try:
-        await s.storage.rename(source, s.vpath(cmd.arg))
+        await s.storage.rename(source, target)
     except StorageError as exc:
         await s.reply(550, f"Rename failed: {exc.reason}.")
         return
     await s.reply(250, "Rename successful.")
+    s.shared.events.file_changed(s, "rename", target, source)
 
 
 async def _file_facts(s: Session, cmd: Command, verb: str) -> Facts | None:

@@ -34,8 +34,9 @@ async def auth(s: Session, cmd: Command) -> None:
         log.warning("[%s] discarded %d command(s) pipelined in clear behind AUTH TLS", s.id, dropped)
     try:
         await s.stream.start_tls(s.shared.tls_context, server_side=True, timeout=s.cfg.tls_handshake_timeout)
-    except BaseException:
+    except BaseException as exc:
         s.shared.defender.record(s.peer_ip, "tls_failed")
+        s.shared.events.tls_failed("control", exc)
         raise
     if mechanism == "TLS-P":
         s.pbsz = s.prot_private = True

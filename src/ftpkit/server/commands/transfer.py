@@ -84,26 +84,27 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
             )
         except DataConnectionError as exc:
             error = str(exc)
-            log.warning("[%s] %s %s: data connection failed: %s", s.id, t.command.verb, t.path, exc)
-            await s.reply(425, f"Cannot open data connection: {exc}.", to=t.command)
+            hint = s.shared.events.data_failed(s, t, exc)
+            await s.reply(425, f"Cannot open data connection: {exc}" + (f"; {hint}." if hint else "."), to=t.command)
             return
         finally:
             t.channel.close()
+        s.shared.events.data_opened(s, t)
         t.started = time.monotonic()
         await s.reply(150, opening, to=t.command)
         if s.prot_private:
             assert s.shared.tls_context is not None
+            handshake_failed = False
             try:
                 data_tls = await t.stream.start_tls(s.shared.tls_context, s.cfg.tls_handshake_timeout)
                 refusal = s.session_reuse_refusal(data_tls)
             except DataTLSError as exc:
-                refusal = f"TLS failed: {exc}"
+                refusal, handshake_failed = f"TLS failed: {exc}", True
             if refusal is not None:
                 error = refusal
-                log.warning("[%s] %s %s: protected data connection refused: %s", s.id, t.command.verb, t.path,
-                            refusal)
-                hint = " (this server requires TLS session reuse)" if "session" in refusal else ""
-                await s.reply(522, f"Data connection refused: {refusal}{hint}.", to=t.command)
+                hint = s.shared.events.data_tls_refused(s, t, refusal, handshake_failed)
+                await s.reply(522, f"Data connection refused: {refusal}" + (f"; {hint}." if hint else "."),
+                              to=t.command)
                 return
         try:
             await body(t.stream, t)
@@ -138,12 +139,14 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
         if s.transfer is t:
             s.transfer = None
         s.transfers += 1
-        s.shared.transfer_log.record(TransferRecord(
+        record = TransferRecord(
             session=s.id, user=s.user, anonymous=bool(s.account and s.account.anonymous), peer=s.peer_ip,
             command=t.command.verb, path=t.path, direction=t.direction, bytes=t.bytes,
             seconds=time.monotonic() - t.started, ascii=s.ascii, mode=t.channel.mode, method=t.channel.method,
             announced=str(t.channel.announced), complete=complete, error=error,
-        ))
+        )
+        s.shared.transfer_log.record(record)
+        s.shared.events.transfer_done(s, record)
 
 
 def _type_name(s: Session) -> str:
@@ -232,12 +235,24 @@ async def _upload(s: Session, cmd: Command, path: str, upload: Upload, done_text
 
 async def _open_upload(s: Session, path: str, offset: int, append: bool) -> Upload | None:
     assert s.storage is not None
+    if await _upload_refused(s, path):
+        return None
     try:
         return await s.storage.open_upload(path, offset, append)
     except StorageError as exc:
         s.set_data(None)
         await s.reply(exc.code, f"{exc.reason}.")
         return None
+
+
+async def _upload_refused(s: Session, path: str) -> bool:
+    """The pre-upload hooks said no (550 with their reason, or 451 when they did not answer)."""
+    verdict = await s.shared.events.pre_upload(s, path)
+    if verdict is None:
+        return False
+    s.set_data(None)
+    await s.reply(verdict[0], f"{verdict[1]}.")
+    return True
 
 
 @command("STOR", arg="required", write=True, syntax="STOR path")
@@ -263,6 +278,8 @@ async def stou(s: Session, cmd: Command) -> None:
     assert s.storage is not None
     s.rest = 0
     wanted = s.vpath(cmd.arg) if cmd.arg else posixpath.join(s.cwd, "ftpkit.upload")
+    if await _upload_refused(s, wanted):
+        return
     directory, stem = posixpath.split(wanted)
     try:
         name, upload = await s.storage.create_unique(directory, stem)
