@@ -152,6 +152,9 @@ def test_data_connection_without_session_reuse_is_refused(tls_server, cert):
     tls = fresh.wrap_socket(data, server_hostname="127.0.0.1")
     reply = c.reply()
     assert reply.code == 522 and "resume" in reply.text
+    assert "use a client that does" in reply.text  # the server's diagnosis: data-tls-not-resumed
+    assert tls_server.server.metrics.registry.get_sample_value(
+        "ftpkit_data_connection_failures_total", {"mode": "passive", "code": "data-tls-not-resumed"}) == 1
     tls.close()
     # the same client resuming its control session is served
     port = parse_epsv(c.cmd("EPSV").text)
