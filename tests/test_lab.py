@@ -1,6 +1,7 @@
 """`ftpkit lab`: every scenario for real in network namespaces — the transfer outcome of each mode, the doctor's
-codes and the analyzer's codes — and nothing left behind afterwards (no namespace, no process, the host's
-interfaces and firewall untouched). The same transfer outcomes with vsftpd, pyftpdlib, curl and lftp.
+codes, the analyzer's codes and the ftpkit server's own codes — and nothing left behind afterwards (no namespace, no
+process, the host's interfaces and firewall untouched).
+The same transfer outcomes with vsftpd, pyftpdlib, curl and lftp.
 
 Needs root (network namespaces, iptables inside them, tcpdump); CI runs as root. Without root these tests skip,
 except the ones that check the table itself and the refusal without privileges.
@@ -114,7 +115,7 @@ def test_scenarios_are_described_in_both_languages_and_use_known_codes():
         for lang in ("en", "ja"):
             table = catalog(lang).data["lab"]
             assert table.get(f"{name}-summary") and table.get(f"{name}-explanation"), (lang, name)
-        assert scenario.doctor <= CODES and scenario.analyzer <= CODES, name
+        assert scenario.doctor <= CODES and scenario.analyzer <= CODES and scenario.server_side <= CODES, name
         assert set(scenario.works) >= {ACTIVE, PASSIVE}, name
     assert catalog("ja").text("lab", "client-firewall-summary") != catalog("en").text("lab", "client-firewall-summary")
 
@@ -193,6 +194,7 @@ def test_scenario_with_ftpkit(name: str, host_untouched: None):
     assert report.doctor_error == "" and report.analyzer_error == ""
     assert report.doctor_codes == scenario.doctor
     assert report.analyzer_codes == scenario.analyzer
+    assert report.server_codes == scenario.server_side  # what the server classified alone, from its log
     for t in report.transfers:  # a failure names the connection, the mode and the reply
         if not t.ok:
             assert t.error.startswith("ftpkit: data connection ("), t.error
@@ -235,6 +237,7 @@ def test_scenario_with_vsftpd_same_outcomes(name: str, host_untouched: None):
     # the doctor finds the same problems; proving a NAT needs SITE WHOAMI/LASTPORT, which vsftpd does not have
     assert report.doctor_codes == (scenario.doctor - PROBE_CODES or {"healthy"})
     assert report.analyzer_codes == scenario.analyzer  # the capture tells the same story whoever the server is
+    assert report.server_codes is None  # only ftpkit classifies what it sees
 
 
 @NEEDS_ROOT
@@ -291,6 +294,9 @@ def test_run_json_and_capture_files(host_untouched: None, tmp_path: Path):
     assert len(used) == 3 and all(re.fullmatch(r"ftpkit-lab\d+-(client|router|server)", n) for n in used), used
     assert used.isdisjoint(lab_namespaces()), "the run's namespaces are left"
     assert "data-syn-unanswered" in report["analyzer"]["codes"]
+    assert report["server_diagnosis"]["codes"] == ["active-data-timeout"]
+    assert report["server_diagnosis"]["as_expected"] is True
+    assert report["scenario"]["expected"]["server"] == ["active-data-timeout"]
     kept = [tmp_path / "lab-client-side.pcap", tmp_path / "lab-server-side.pcap"]
     assert report["captures"] == [str(p) for p in kept]
     analyzed = subprocess.run([*FTPKIT, "analyze", "--json", *map(str, kept)], capture_output=True, text=True,
@@ -310,7 +316,10 @@ def test_run_terminal_report_shows_everything_side_by_side(host_untouched: None)
                  "501 PORT refused", "[nat-detected]", "[active-refused]", "[port-address-mismatch]",
                  "Reproduced as expected"):
         assert text in out, text
-    assert out.index("Rules in force") < out.index("Transfers") < out.index("Doctor") < out.index("Analyzer")
+    assert out.index("Rules in force") < out.index("Transfers") < out.index("Doctor") < out.index("Analyzer") \
+        < out.index("Server, its own diagnosis")
+    server_part = out[out.index("Server, its own diagnosis"):]
+    assert "[port-address-mismatch]" in server_part and "198.19.1.1" in server_part
 
 
 @NEEDS_ROOT

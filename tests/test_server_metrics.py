@@ -191,13 +191,16 @@ def test_diagnosis_in_the_reply_the_log_and_a_metric_label(servers, tree, caplog
     as_json = json.loads(JsonFormatter().format(records[1]))
     assert as_json["diagnosis"]["code"] == "active-data-refused" and as_json["diagnosis"]["mode"] == "active"
     assert as_json["diagnosis"]["advice"][0]["side"] == "client"
+    # the transfer is recorded just after its reply
+    until(lambda: scrape(server).value("ftpkit_transfers_total", direction="download", mode="passive",
+                                       result="failed") == 3, "the failed transfers counted")
     m = scrape(server)
     assert m.value("ftpkit_data_connection_failures_total", mode="active", code="port-address-mismatch") == 1
     assert m.value("ftpkit_data_connection_failures_total", mode="active", code="active-data-refused") == 1
     assert m.value("ftpkit_data_connection_failures_total", mode="passive", code="passive-data-timeout") == 1
     assert m.value("ftpkit_data_connection_failures_total", mode="passive", code="masquerade-missing") == 1
     assert m.value("ftpkit_diagnoses_total", mode="passive", code="passive-foreign-source") == 1
-    assert m.value("ftpkit_transfers_total", direction="download", mode="passive", result="failed") == 3
+    assert m.value("ftpkit_transfers_total", direction="download", mode="active", result="failed") == 1
     # the repeat summary: one line per client network for what repeated (here nothing twice)... then twice
     c.pasv()
     assert c.cmd("RETR hello.txt").code == 425
@@ -333,3 +336,18 @@ def test_periodic_summary_line_from_ftpkit_serve(tree, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_a_passive_port_nobody_connects_to_is_diagnosed_when_it_expires(servers, tree, caplog):
+    """A client that connects before it sends RETR (ftpkit, the doctor) gives up without a transfer command: the
+    listener's expiry is the server's only sight of the failure."""
+    server = servers.start(tree, users=["alice:secret"], metrics_address="127.0.0.1:0", data_accept_timeout=0.2)
+    c = Raw(server.host, server.port)
+    c.login()
+    c.epsv()
+    until(lambda: scrape(server).value("ftpkit_data_connection_failures_total", mode="passive",
+                                       code="passive-data-timeout") == 1, "the expiry diagnosed")
+    assert any(getattr(r, "diagnosis", {}).get("code") == "passive-data-timeout" and "nobody connected" in
+               r.getMessage() for r in caplog.records)
+    assert c.cmd("NOOP").code == 200  # nothing was said to the client: no command waited
+    c.cmd("QUIT")

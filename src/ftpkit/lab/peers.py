@@ -90,6 +90,7 @@ def server_command(kind: str, scenario: Scenario, root: Path, workdir: Path, tim
         argv = [sys.executable, "-m", "ftpkit", "serve", str(root), "--host", SERVER_ADDRESS, "--port", "21",
                 "--passive-ports", f"{low}-{high}", "--data-accept-timeout", seconds,
                 "--data-connect-timeout", seconds, "--login-fail-delay", "0", "--log-level", "debug",
+                "--log-format", "json",  # the runner reads the server's own diagnosis from it
                 "--defender-file", str(workdir / "bans.json")]
         if masquerade:
             argv += ["--masquerade-address", masquerade]

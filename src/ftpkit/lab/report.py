@@ -1,6 +1,7 @@
-"""The lab's report: the scenario and its explanation, the topology and the rules in force, each transfer's outcome,
-the doctor's diagnosis and the analyzer's findings, side by side. For a terminal (rich) and as JSON. The words come
-from the catalog's ``[lab]`` table; the findings' texts from the shared diagnosis catalog."""
+"""The lab's report: the scenario and its explanation, the topology and the rules in force, each transfer's outcome, the
+doctor's diagnosis, the analyzer's findings and the ftpkit server's own diagnosis, side by side. For a terminal
+(rich) and as JSON. The words come from the catalog's ``[lab]`` table; the findings' texts from the shared diagnosis
+catalog."""
 
 from __future__ import annotations
 
@@ -158,6 +159,8 @@ def render(report: LabReport, console: Console, lang: str) -> None:
             console.print(Text(f"  {_lab(lang, 'no-findings')}", style="green"))
     else:
         console.print(Text(f"  {report.analyzer_error or _lab(lang, 'not-run')}", style="dim"))
+    console.print()
+    _server_section(report, console, lang)
     if report.captures:
         console.print(Text(_lab(lang, "captures-kept", files=", ".join(report.captures)), style="dim"))
     console.print()
@@ -165,8 +168,29 @@ def render(report: LabReport, console: Console, lang: str) -> None:
     if report.as_expected:
         console.print(Text(_lab(lang, "result-ok", seconds=seconds), style="bold green"))
     else:
-        rows = ", ".join(t.row for t in report.transfers if not t.as_expected)
+        rows = ", ".join([t.row for t in report.transfers if not t.as_expected]
+                         + ([] if report.server_as_expected else [_lab(lang, "server-diagnosis-short")]))
         console.print(Text(_lab(lang, "result-bad", rows=rows, seconds=seconds), style="bold red"))
+
+
+def _server_section(report: LabReport, console: Console, lang: str) -> None:
+    """What the ftpkit server classified on its own, and whether it is what the scenario expects."""
+    console.print(Text(_lab(lang, "server-diagnosis"), style="bold"))
+    diagnosis = report.server_diagnosis
+    if diagnosis is None:
+        console.print(Text(f"  {_lab(lang, 'server-not-ftpkit')}", style="dim"))
+        return
+    if diagnosis.get("error"):
+        console.print(Text(f"  {diagnosis['error']}", style="red"))
+    if diagnosis["findings"]:
+        _findings(console, diagnosis["findings"], lang, show_side=False)
+    else:
+        console.print(Text(f"  {_lab(lang, 'no-findings')}", style="green"))
+    for line in diagnosis.get("summaries", []):
+        console.print(Text(f"  {line}", style="dim"))
+    if not report.server_as_expected:
+        expected = ", ".join(sorted(report.scenario.server_side)) or "-"
+        console.print(Text(f"  {_lab(lang, 'server-unexpected', codes=expected)}", style="bold red reverse"))
 
 
 def scenario_json(s: Scenario, lang: str, names: Names = HANDS_ON) -> dict[str, Any]:
@@ -174,7 +198,8 @@ def scenario_json(s: Scenario, lang: str, names: Names = HANDS_ON) -> dict[str, 
         "name": s.name, "summary": s.summary(lang), "explanation": s.explanation(lang), "target": s.target,
         "passive_ports": f"{s.passive_ports[0]}-{s.passive_ports[1]}", "masquerade_address": s.masquerade_address,
         "rules": [{"namespace": r.namespace(names), "command": str(r)} for r in s.rules],
-        "expected": {"transfers": dict(s.works), "doctor": sorted(s.doctor), "analyzer": sorted(s.analyzer)},
+        "expected": {"transfers": dict(s.works), "doctor": sorted(s.doctor), "analyzer": sorted(s.analyzer),
+                     "server": sorted(s.server_side)},
     }
 
 
@@ -194,6 +219,9 @@ def to_json(report: LabReport, lang: str) -> dict[str, Any]:
                    "error": report.doctor_error or None, "report": report.doctor},
         "analyzer": {"codes": sorted(report.analyzer_codes), "error": report.analyzer_error or None,
                      **(report.analyzer or {})},
+        "server_diagnosis": None if report.server_diagnosis is None else {
+            "codes": sorted(report.server_codes or ()), "as_expected": report.server_as_expected,
+            **report.server_diagnosis},
         "captures": report.captures,
         "as_expected": report.as_expected,
         "seconds": round(report.seconds, 3),

@@ -1,5 +1,6 @@
 """Running a scenario: build the namespaces, apply the rules, start the server and the captures, run the transfers,
-the doctor and the analyzer, and tear everything down again — in ``finally``, also on Ctrl-C and SIGTERM.
+the doctor and the analyzer, read the ftpkit server's own diagnosis from its log, and tear everything down again —
+in ``finally``, also on Ctrl-C and SIGTERM.
 
 The processes themselves (starting inside a namespace, readiness, stopping by PID, reaping) are
 :mod:`ftpkit.lab.processes`; reading a client's output is :mod:`ftpkit.lab.peers`. This module is the order of
@@ -100,6 +101,7 @@ class LabReport:
     doctor_error: str = ""
     analyzer: dict[str, Any] | None = None  # see analyze_captures()
     analyzer_error: str = ""
+    server_diagnosis: dict[str, Any] | None = None  # see server_findings(); None: not an ftpkit server
     captures: list[str] = field(default_factory=list)  # kept capture files (with --capture)
     started: list[int] = field(default_factory=list)  # PIDs of every process the lab started
     seconds: float = 0.0
@@ -113,8 +115,20 @@ class LabReport:
         return {f["code"] for f in (self.analyzer or {}).get("findings", [])}
 
     @property
+    def server_codes(self) -> set[str] | None:
+        """The codes of the ftpkit server's own diagnosis (``None`` with another server, which has none)."""
+        if self.server_diagnosis is None:
+            return None
+        return {f["code"] for f in self.server_diagnosis.get("findings", [])}
+
+    @property
+    def server_as_expected(self) -> bool:
+        codes = self.server_codes
+        return codes is None or codes == set(self.scenario.server_side)
+
+    @property
     def as_expected(self) -> bool:
-        return all(t.as_expected for t in self.transfers)
+        return all(t.as_expected for t in self.transfers) and self.server_as_expected
 
 
 # --- the pieces of a run ------------------------------------------------------------------------------------------
@@ -290,6 +304,32 @@ def analyze_captures(files: list[tuple[str, Path]], lang: str | None) -> dict[st
     }
 
 
+def server_findings(log: Path) -> dict[str, Any]:
+    """The ftpkit server's own diagnosis, from its JSON log: every finding it logged (with its session and when),
+    and the repeat summaries."""
+    findings: list[dict[str, Any]] = []
+    summaries: list[str] = []
+    error = ""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        lines, error = [], f"cannot read the server's log: {exc}"
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record.get("diagnosis"), dict):
+            session = re.match(r"\[(s\d+)\]", str(record.get("message", "")))
+            findings.append({**record["diagnosis"], "session": session.group(1) if session else "",
+                             "time": record.get("time")})
+        elif record.get("diagnosis_summary"):
+            summaries.append(str(record["diagnosis_summary"]))
+    return {"findings": findings, "summaries": summaries, "error": error or None}
+
+
 def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
     """Run ``scenario`` from scratch and leave nothing behind. Raises :class:`LabError` when the lab itself cannot
     be built (no program to run, a server that does not start, a failing ip or iptables command)."""
@@ -311,7 +351,7 @@ def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
             tls = certificate(scenario, workdir)
             topology.build()
             apply_rules(scenario, names)
-            start_server(procs, names, options.server, scenario, root, workdir, options.timeout, tls)
+            _, server_log = start_server(procs, names, options.server, scenario, root, workdir, options.timeout, tls)
             captures: list[tuple[str, Path]] = []
             for iface, side in CAPTURE_SIDES:
                 path = workdir / f"{side}.pcap"
@@ -323,6 +363,11 @@ def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
                     procs.stop(started)
             if options.doctor:
                 run_doctor(procs, names, scenario, options, workdir, report, tls)
+            if options.server == "ftpkit":  # stopped first, so its log holds every session's end
+                for started in procs.started:
+                    if started.name == "ftpkit server":
+                        procs.stop(started, grace=15)
+                report.server_diagnosis = server_findings(server_log)
             if options.analyze:
                 try:
                     report.analyzer = analyze_captures(captures, options.lang)

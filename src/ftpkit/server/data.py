@@ -16,6 +16,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar
 
@@ -337,7 +338,8 @@ class PassiveListener:
     mode: ClassVar[DataMode] = "passive"
 
     def __init__(self, pool: PortPool, local_ip: str, peer_ip: str, announced: HostPort, method: DataMethod,
-                 session_id: str, accept_timeout: float = 30.0) -> None:
+                 session_id: str, accept_timeout: float = 30.0,
+                 on_expire: Callable[[PassiveListener], None] | None = None) -> None:
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
         self.pool = pool
         self.sock = pool.bind(family, local_ip, peer_ip)
@@ -347,6 +349,8 @@ class PassiveListener:
         self.announced = HostPort(announced.host, self.port)
         self.session_id = session_id
         self.refused: list[str] = []
+        self.on_expire = on_expire  # nobody connected in time and no transfer waited for it (the diagnosis)
+        self._awaited = False
         self._handed_over = False
         self._loop = asyncio.get_running_loop()
         self._accepted: asyncio.Future[socket.socket] = self._loop.create_future()
@@ -361,6 +365,8 @@ class PassiveListener:
                 f"no data connection to passive port {self.announced} within {timeout:g} s", "timeout"))
             self._accepted.exception()  # retrieved: no "never retrieved" warning if no transfer comes
             self._stop_listening()
+            if self.on_expire is not None and not self._awaited:
+                self.on_expire(self)
 
     def _on_connection(self) -> None:
         for _ in range(64):  # bounded: at most what the backlog holds
@@ -383,6 +389,7 @@ class PassiveListener:
 
     async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False) -> DataStream:
         """Wait for the client's connection; ``paused``: read nothing before TLS starts."""
+        self._awaited = True
         try:
             conn = await asyncio.wait_for(asyncio.shield(self._accepted), timeout)
         except TimeoutError:

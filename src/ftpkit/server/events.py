@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ftpkit.server import diagnose
+from ftpkit.server.data import PassiveListener
 from ftpkit.server.diagnose import Diagnosis, PassiveFacts, RepeatSummary
 from ftpkit.server.hooks import Hooks
 from ftpkit.server.metrics import Metrics
@@ -152,11 +153,8 @@ class ServerEvents:
         d: Diagnosis | None
         if channel.mode == "active":
             d = diagnose.active_failure(exc.kind, channel.announced, s.cfg.data_connect_timeout, s.peer_ip, str(exc))
-        elif exc.kind == "timeout":
-            d = diagnose.passive_timeout(PassiveFacts(
-                channel.announced, channel.method, s.cfg.data_accept_timeout, s.peer_ip, s.local_ip,
-                refused_sources=tuple(getattr(channel, "refused", ())),
-                client_passive_successes=self._passive_successes(s.peer_ip)))
+        elif exc.kind == "timeout" and isinstance(channel, PassiveListener):
+            d = diagnose.passive_timeout(self._passive_facts(s, channel))
         else:
             d = None
         if d is None:
@@ -164,6 +162,17 @@ class ServerEvents:
             self.metrics.data_failures.labels(channel.mode, "unclassified").inc()
             return ""
         return self.diagnosed(s, d, what)
+
+    def passive_expired(self, s: Session, listener: PassiveListener) -> None:
+        """Nobody connected to an announced passive port in time, and no transfer command waited for it (a client
+        that connects before it sends RETR gives up without one)."""
+        d = diagnose.passive_timeout(self._passive_facts(s, listener))
+        self.diagnosed(s, d, f"{listener.method} {listener.announced}: nobody connected")
+
+    def _passive_facts(self, s: Session, listener: PassiveListener) -> PassiveFacts:
+        return PassiveFacts(listener.announced, listener.method, s.cfg.data_accept_timeout, s.peer_ip, s.local_ip,
+                            refused_sources=tuple(listener.refused),
+                            client_passive_successes=self._passive_successes(s.peer_ip))
 
     def data_opened(self, s: Session, t: Transfer) -> None:
         channel = t.channel
@@ -173,7 +182,7 @@ class ServerEvents:
         self._passive_ok[s.peer_ip] = (count + 1, time.monotonic())
         while len(self._passive_ok) > PASSIVE_MEMORY:
             self._passive_ok.popitem(last=False)
-        refused = tuple(getattr(channel, "refused", ()))
+        refused = tuple(channel.refused) if isinstance(channel, PassiveListener) else ()
         if refused:
             source = refused[0].rsplit(":", 1)[0].strip("[]")
             self.diagnosed(s, diagnose.passive_foreign_source(channel.announced.port, source, s.peer_ip),

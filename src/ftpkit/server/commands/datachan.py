@@ -86,7 +86,8 @@ async def _passive(s: Session, method: DataMethod, announce_host: str) -> Passiv
     s.set_data(None)  # a new announcement replaces the last one: its port goes back first
     try:
         listener = PassiveListener(s.shared.pool, s.local_ip, s.peer_ip, HostPort(announce_host, 0), method, s.id,
-                                   s.cfg.data_accept_timeout)
+                                   s.cfg.data_accept_timeout,
+                                   on_expire=lambda unused: s.shared.events.passive_expired(s, unused))
     except DataConnectionError as exc:
         s.set_data(None)
         hint = s.shared.events.passive_failed(s, method, exc)
