@@ -7,7 +7,8 @@
 #
 # Installed with apt (system-wide):
 #   curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables
-#   conntrack iproute2 openssl
+#   conntrack iproute2 openssl whois (mkpasswd) prometheus (for promtool, which
+#   checks the server's /metrics exposition; its daemon is not used)
 # Unpacked (not installed) into <repo>/.peers/, because vsftpd, proftpd-core
 # and pure-ftpd all declare "Conflicts: ftp-server" so apt keeps only one:
 #   .peers/proftpd/usr/sbin/proftpd      (proftpd-core + proftpd-mod-crypto;
@@ -132,6 +133,7 @@ APT_TOOLS=(
     iproute2:ip
     openssl:openssl
     whois:mkpasswd
+    prometheus:promtool
 )
 
 PROFTPD_BIN="$PEERS_DIR/proftpd/usr/sbin/proftpd"
@@ -250,7 +252,8 @@ done
 
 # --- verify ------------------------------------------------------------------
 absent=()
-for cmd in curl lftp tnftp ncftp inetutils-ftp ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd; do
+for cmd in curl lftp tnftp ncftp inetutils-ftp ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd \
+           promtool; do
     command -v "$cmd" >/dev/null 2>&1 || absent+=("$cmd")
 done
 [ "${#absent[@]}" -eq 0 ] || die "missing commands after install: ${absent[*]}"
@@ -266,6 +269,7 @@ notfound=$(ldd "$PROFTPD_BIN" "$PEERS_DIR"/proftpd/usr/lib/proftpd/*.so "$PUREFT
 [ -z "$notfound" ] || die "unresolved shared libraries (not among the packages derived in .peers/*/.depends):
 $notfound"
 
-echo "install-peers: present: curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd;" \
+echo "install-peers: present: curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd" \
+     "promtool;" \
      "unpacked: proftpd $(awk '/^Version:/ {print $2; exit}' "$PEERS_DIR/proftpd/.unpacked") (+mod-crypto)," \
      "pure-ftpd $(awk '/^Version:/ {print $2; exit}' "$PEERS_DIR/pure-ftpd/.unpacked") in $PEERS_DIR"
