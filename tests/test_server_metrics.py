@@ -351,3 +351,46 @@ def test_a_passive_port_nobody_connects_to_is_diagnosed_when_it_expires(servers,
                r.getMessage() for r in caplog.records)
     assert c.cmd("NOOP").code == 200  # nothing was said to the client: no command waited
     c.cmd("QUIT")
+
+
+def test_tls_failures_and_bans_are_counted(servers, tree, tmp_path):
+    from ftpkit.cli.cert import write_self_signed
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed("127.0.0.1", cert, key, days=1)
+    server = servers.start(tree, users=["alice:secret"], metrics_address="127.0.0.1:0", tls="optional",
+                           tls_cert=str(cert), tls_key=str(key), defender_allow=["192.0.2.0/24"],
+                           defender_threshold=6, max_login_failures=10)
+    c = Raw(server.host, server.port)
+    assert c.cmd("AUTH TLS").code == 234
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a TLS handshake
+    assert c.closed_by_server()
+    guesser = Raw(server.host, server.port, source="127.0.0.2")
+    for _ in range(2):  # 3 points each: the threshold
+        assert guesser.cmd("USER alice").code == 331
+        guesser.cmd("PASS wrong")
+    refused = socket.create_connection((server.host, server.port), timeout=10, source_address=("127.0.0.2", 0))
+    assert read_all(refused).startswith(b"421 Your address is banned")
+    until(lambda: scrape(server).value("ftpkit_refused_connections_total", reason="banned") == 1, "the refusal")
+    m = scrape(server)
+    assert m.value("ftpkit_tls_handshake_failures_total", connection="control", reason="protocol") == 1
+    assert m.value("ftpkit_bans_total") == 1 and m.value("ftpkit_bans_active") == 1
+    assert m.value("ftpkit_sessions_total", result="banned") == 1
+    assert m.value("ftpkit_logins_total", result="failed", reason="credentials") == 2
+
+
+def test_a_metrics_address_in_use_is_one_line(tree, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([*FTPKIT, "serve", "--port", "0", "--metrics-address", f"127.0.0.1:{port}",
+                               "--defender-file", str(tmp_path / "bans.json")], cwd=tree, capture_output=True,
+                              text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"ftpkit serve: cannot listen on 127.0.0.1:{port} (metrics_address): Address already in use"]
+    bad = subprocess.run([*FTPKIT, "serve", "--metrics-address", "localhost:x"], cwd=tree, capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "ftpkit serve: metrics_address: 'localhost' is not an IP address"

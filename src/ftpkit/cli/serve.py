@@ -81,7 +81,8 @@ def serve_command(root: str | None, config_file: str | None, **flags: Any) -> No
     try:
         code = serve(cfg)
     except OSError as exc:
-        click.echo(f"ftpkit serve: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}", err=True)
+        where = exc.filename or f"{cfg.host}:{cfg.port}"  # the metrics listener names itself
+        click.echo(f"ftpkit serve: cannot listen on {where}: {exc.strerror or exc}", err=True)
         sys.exit(1)
     sys.exit(code)
 

@@ -142,10 +142,11 @@ class FTPServer:
             self.metrics_server = MetricsServer(self.metrics, self.accepting, host, port)
             try:
                 await self.metrics_server.start()
-            except OSError:
+            except OSError as exc:
                 self.metrics_server = None
                 await self.stop(grace=0)
-                raise
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(exc.errno, reason, f"{host}:{port} (metrics_address)") from None
 
     async def _sweep_partials(self) -> None:
         """Remove interrupted uploads' partials older than ``partial_ttl``: at start, then every hour (or ttl)."""
