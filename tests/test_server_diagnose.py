@@ -113,6 +113,9 @@ def test_tls_without_session_reuse_and_exhausted_ports():
 @pytest.mark.parametrize(("text", "reason"), [
     ("TLS handshake timed out", "timeout"), ("the peer closed the connection during the TLS handshake", "closed"),
     ("TLS failed: http request", "protocol"), ("TLS failed: wrong version number", "protocol"),
+    ("not a TLS ClientHello: the first byte is 0x47, not a TLS handshake record (0x16)", "protocol"),
+    ("the client offers the ALPN protocols ['http/1.1'] but not ftp: refused with the no_application_protocol alert "
+     "(RFC 7301)", "protocol"),
     ("TLS failed: tlsv1 alert unknown ca", "certificate"), ("something else", "other")])
 def test_tls_failure_reasons_are_a_small_set(text: str, reason: str):
     assert diagnose.tls_failure_reason(text) == reason

@@ -12,6 +12,7 @@ import re
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -215,8 +216,11 @@ def test_diagnosis_in_the_reply_the_log_and_a_metric_label(servers, tree, caplog
 def test_a_tcp_health_probe_is_no_info_line_and_no_failed_login(servers, tree, caplog):
     caplog.set_level(logging.DEBUG, logger="ftpkit.server")
     server = servers.start(tree, users=["alice:secret"], metrics_address="127.0.0.1:0")
-    for _ in range(5):  # a load balancer's TCP check: connect, close
-        socket.create_connection((server.host, server.port), timeout=10).close()
+    for i in range(5):  # a load balancer's TCP check: connect, close (some with a reset, as with unread data)
+        probe = socket.create_connection((server.host, server.port), timeout=10)
+        if i % 2:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        probe.close()
     until(lambda: scrape(server).value("ftpkit_sessions_total", result="probe") == 5, "five probes counted")
     m = scrape(server)
     assert m.total("ftpkit_logins_total") == 0 and m.value("ftpkit_sessions_open") == 0

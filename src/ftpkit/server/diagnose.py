@@ -191,8 +191,8 @@ def tls_failure_reason(text: str) -> str:
     if "certificate" in lowered or "unknown ca" in lowered or "alert bad" in lowered:
         return "certificate"
     if "version" in lowered or "cipher" in lowered or "http request" in lowered or "protocol" in lowered \
-            or "wrong" in lowered:
-        return "protocol"
+            or "wrong" in lowered or "not a tls" in lowered or "clienthello" in lowered:
+        return "protocol"  # not TLS at all, an SSL 2.0 hello, no common version or cipher, ALPN refused
     return "other"
 
 

@@ -284,7 +284,9 @@ class Session:
         except TLSError as exc:
             log.warning("[%s] TLS on the control connection from %s failed: %s", self.id, self.peer_ip, exc)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-            log.info("[%s] control connection lost: %s", self.id, exc)
+            # a TCP health probe that closes with our greeting unread resets the connection: not worth a line
+            log.log(logging.INFO if self.commands else logging.DEBUG, "[%s] control connection lost: %s", self.id,
+                    exc)
         except Exception as exc:
             log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
             await self._close_with_421("Internal error: closing control connection.")
