@@ -156,15 +156,15 @@ def test_hooks_run_with_the_event_fields_after_the_reply(servers, tree, tmp_path
 
 
 def test_slow_failing_and_missing_hooks_do_not_slow_the_session(servers, tree, tmp_path, caplog):
-    go = tmp_path / "go"
-    os.mkfifo(go)
+    go = tmp_path / "go"  # the waiting hooks end once this file exists (two readers of one FIFO would race)
     pid_file = tmp_path / "slow.pid"
     hooks = [
         {"event": "download", "command": ["/bin/sh", "-c", f'echo $$ > {pid_file}; exec sleep 3600'],
          "timeout": 0.5},
         {"event": "download", "command": ["/bin/sh", "-c", "echo scanner unavailable; exit 3"]},
         {"event": "download", "command": [str(tmp_path / "no-such-program")]},
-        {"event": "download", "command": ["/bin/sh", "-c", f"read line < {go}"], "timeout": 60},
+        {"event": "download", "command": ["/bin/sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done"],
+         "timeout": 60},
     ]
     server = servers.start(tree, users=["alice:secret"], hooks=hooks, metrics_address="127.0.0.1:0")
     c = Raw(server.host, server.port)
@@ -175,9 +175,8 @@ def test_slow_failing_and_missing_hooks_do_not_slow_the_session(servers, tree, t
         assert c.cmd("RETR hello.txt").code == 150
         assert read_all(data) == b"hello\r\nworld\r\n" and c.reply().code == 226
     assert hook_count(server, "download", "ok") == 0  # the FIFO hooks still wait: none of them has ended
-    write_fifo(go, "go")
-    write_fifo(go, "go")
-    until(lambda: hook_count(server, "download", "ok") == 2, "the FIFO hooks ended")
+    go.write_text("go\n")
+    until(lambda: hook_count(server, "download", "ok") == 2, "the waiting hooks ended")
     until(lambda: hook_count(server, "download", "timeout") == 2, "the slow hooks were stopped")
     until(lambda: hook_count(server, "download", "failed") == 4, "the failing and missing hooks counted")
     pid = int(pid_file.read_text())
