@@ -1,7 +1,7 @@
 """ABOR of a running download sent as RFC 959 §4.1.3 describes (Telnet IP, then the Synch: IAC DM with the DM as
 TCP urgent data), by raw sockets in each shape real clients use and by the real clients themselves (tnftp,
-inetutils-ftp, ncftp): the transfer gets 426 and the ABOR 226 as soon as the abort arrives (the data idle timeout
-is an hour here, so a 426 can only come from the abort)."""
+inetutils-ftp, ncftp; lftp sends the "lftp" shape): the transfer gets 426 and the ABOR 226 as soon as the abort
+arrives (the data idle timeout is an hour here, so a 426 can only come from the abort)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def _drain(sock: socket.socket, counter: list[int]) -> None:
 SHAPES = {
     "bsd": (b"", b"\xff\xf4\xff", b"\xf2ABOR\r\n"),  # tnftp and inetutils-ftp
     "ncftp": (b"\xff\xf4", b"\xff\xf2", b"ABOR\r\n"),
+    "lftp": (b"\xff\xf4\xff", b"\xf2", b"ABOR\r\n"),  # only the DM urgent
     "in-line": (b"\xff\xf4\xff\xf2", b"", b"ABOR\r\n"),  # no urgent data at all
 }
 

@@ -41,7 +41,8 @@ TOKENS = [b"\x00", b"\r", b"\n", b"\r\r", b"\xff", b"\xff\xff", b"\xff\xf4", b"\
 VERBS = [b"USER", b"PASS", b"CWD", b"CDUP", b"PWD", b"LIST", b"NLST", b"MLSD", b"MLST", b"RETR", b"STOR", b"APPE",
          b"STOU", b"DELE", b"MKD", b"RMD", b"RNFR", b"RNTO", b"SIZE", b"MDTM", b"STAT", b"TYPE", b"MODE", b"STRU",
          b"REST", b"PASV", b"EPSV", b"PORT", b"EPRT", b"ABOR", b"NOOP", b"SYST", b"FEAT", b"OPTS", b"HELP", b"SITE",
-         b"AUTH", b"PBSZ", b"PROT", b"CCC", b"ALLO", b"ACCT", b"REIN", b"XCWD", b"XPWD", b"XMKD"]
+         b"AUTH", b"PBSZ", b"PROT", b"CCC", b"ALLO", b"ACCT", b"REIN", b"XCWD", b"XPWD", b"XMKD", b"HASH", b"RANG",
+         b"XSHA1", b"XSHA256", b"XSHA512", b"XMD5", b"XCRC", b"MFMT", b"MFF", b"AVBL", b"SITE CHMOD", b"OPTS HASH"]
 
 
 def _dialogue_lines() -> list[bytes]:
@@ -259,7 +260,7 @@ def test_fuzzed_sessions_get_one_reply_per_line(servers, tree, caplog, seed):
                            data_connect_timeout=2, data_idle_timeout=5, max_login_failures=3)
     sink = Sink()
     rng = random.Random(seed)
-    caplog.set_level(logging.INFO, logger="ftpkit.server")
+    caplog.set_level(logging.DEBUG, logger="ftpkit.server")  # "connect from" (the session of a client port)
     transcript: list[str] = []
     try:
         lines_left = LINES
