@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ftpkit.server.app import FTPServer
-from ftpkit.server.config import ConfigError, ServerConfig, validate
+from ftpkit.server.config import ConfigError, ServerConfig, redact_url, validate
 
 __all__ = ["ConfigError", "FTPServer", "ServerConfig", "serve", "validate"]
 
@@ -32,6 +32,8 @@ def describe(cfg: ServerConfig, port: int) -> str:
     users = f", {len(cfg.users)} quick user(s)" if cfg.users else ""
     if cfg.users_file:
         users += f", users from {cfg.users_file}"
+    if cfg.users_db:
+        users += f", users from {redact_url(cfg.users_db)}"
     masq = cfg.masquerade_address or "control connection's local address"
     if cfg.masquerade_map:
         masq += f" (+{len(cfg.masquerade_map)} network map entries)"

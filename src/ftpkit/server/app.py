@@ -87,6 +87,7 @@ class FTPServer:
         self.implicit_port: int | None = None
 
     async def start(self) -> None:
+        await self.shared.accounts.open()
         if self.cfg.active_from_port_20:
             source = self.cfg.port - 1
             if _can_bind("0.0.0.0" if ":" not in self.cfg.host else "::", source):
@@ -190,7 +191,7 @@ class FTPServer:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.shared.accounts.close()
+        await self.shared.accounts.aclose()
         self.shared.transfer_log.close()
 
     async def serve_until_signalled(self) -> None:

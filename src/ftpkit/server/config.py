@@ -102,6 +102,8 @@ class ServerConfig:
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
     xferlog: Path | None = None
+    # --- several nodes: shared accounts, behind a load balancer (issue 16) ---
+    users_db: str | None = field(default=None, repr=False)  # postgresql://... (may hold a password)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -278,6 +280,22 @@ def _byte_size(name: str, value: Any) -> int:
     if not 1 <= number <= 1 << 60:
         raise ConfigError(name, f"{value!r} is not within 1 byte to 2**60 bytes")
     return number
+def redact_url(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def _users_db(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(name, f"{redact_url(text)!r} is not a postgresql://USER@HOST[:PORT]/DATABASE URL")
+    return text
 
 
 def _whole(low: int, high: int) -> Callable[[str, Any], int]:
@@ -394,6 +412,9 @@ SETTINGS: dict[str, Setting] = {
                                               "error"),
     "log_format": Setting(_one_of(LOG_FORMATS), "text or json"),
     "xferlog": Setting(_any_file, "also write transfers to this xferlog-format file"),
+    # --- several nodes (issue 16) ---
+    "users_db": Setting(_users_db, "postgresql://USER@HOST/DB: users from a PostgreSQL database shared by every "
+                                   "node, looked up at each login (`ftpkit user init --db` creates its tables)"),
 }
 
 
