@@ -45,7 +45,7 @@ def _options(func: Any) -> Any:
             func = click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help=help_text)(func)
         elif f.name == "masquerade_map":
             func = click.option(flag, f.name, multiple=True, metavar="NET=ADDR", help=help_text)(func)
-        elif f.name == "defender_allow":
+        elif f.name in ("defender_allow", "proxy_allowed"):
             func = click.option(flag, f.name, multiple=True, metavar="NETWORK", help=help_text)(func)
         else:
             func = click.option(flag, f.name, default=None, metavar="VALUE", help=help_text)(func)

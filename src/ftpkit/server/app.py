@@ -21,6 +21,7 @@ from ftpkit.server.accounts import Accounts
 from ftpkit.server.config import ConfigError, ServerConfig
 from ftpkit.server.data import PortPool
 from ftpkit.server.defender import Defender, DefenderSettings
+from ftpkit.server.proxied import admit
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.uploads import sweep_partials
@@ -134,6 +135,12 @@ class FTPServer:
         peer = writer.get_extra_info("peername")
         ip = plain_ip(peer[0]) if peer else "?"
         try:
+            admission = None
+            if self.cfg.proxy_protocol != "off" and len(self.shared.sessions) < self.cfg.max_sessions:
+                admission = await admit(self.cfg, reader, writer, ip)  # before the greeting: the real client
+                if admission is None:
+                    return
+                ip = plain_ip(admission.client[0]) if admission.client else ip
             refusal = None
             ban = self.shared.defender.banned(ip)
             if ban is not None:
@@ -162,7 +169,7 @@ class FTPServer:
                 return
             self._per_ip[ip] += 1
             try:
-                await Session(self.shared, reader, writer, implicit_tls=implicit).run()
+                await Session(self.shared, reader, writer, implicit_tls=implicit, admission=admission).run()
             finally:
                 self._per_ip[ip] -= 1
                 if self._per_ip[ip] <= 0:

@@ -27,6 +27,11 @@ TLSMode = Literal["off", "optional", "required", "implicit"]
 users too with tls_required_for_anonymous); implicit: TLS from the first byte (port 990 style)."""
 
 
+ProxyMode = Literal["off", "optional", "required"]
+"""PROXY protocol on the control listener. off: never read; optional: read from proxy_allowed sources, others
+connect directly; required: only proxy_allowed sources may connect, and they must send a header."""
+
+
 class ConfigError(ValueError):
     """A configuration value that is not allowed; ``str()`` is the one line shown to the user."""
 
@@ -104,6 +109,9 @@ class ServerConfig:
     xferlog: Path | None = None
     # --- several nodes: shared accounts, behind a load balancer (issue 16) ---
     users_db: str | None = field(default=None, repr=False)  # postgresql://... (may hold a password)
+    proxy_protocol: ProxyMode = "off"
+    proxy_allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    proxy_header_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -128,6 +136,7 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 TLS_MODES: tuple[str, ...] = get_args(TLSMode)
 TLS_MAX_VERSIONS: tuple[str, ...] = get_args(TLSMaxVersion)
 UPLOAD_MODES: tuple[str, ...] = get_args(UploadMode)
+PROXY_MODES: tuple[str, ...] = get_args(ProxyMode)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -415,6 +424,13 @@ SETTINGS: dict[str, Setting] = {
     # --- several nodes (issue 16) ---
     "users_db": Setting(_users_db, "postgresql://USER@HOST/DB: users from a PostgreSQL database shared by every "
                                    "node, looked up at each login (`ftpkit user init --db` creates its tables)"),
+    "proxy_protocol": Setting(_one_of(PROXY_MODES), "PROXY protocol v1/v2 from a load balancer on the control port: "
+                                                    "off, optional (proxy_allowed sources may send it), required "
+                                                    "(only they may connect)"),
+    "proxy_allowed": Setting(_networks, "NETWORK: a load balancer's address or network allowed to send a PROXY "
+                                        "header (repeatable; a list in TOML)"),
+    "proxy_header_timeout": Setting(_secs(0.01, 60.0), "seconds a proxy_allowed source gets to send its PROXY "
+                                                       "header, before the 220 greeting"),
 }
 
 
@@ -424,6 +440,9 @@ def _check_together(cfg: ServerConfig) -> None:
         raise ConfigError("masquerade_address", "must be an IPv4 address (it is announced in 227 replies)")
     if (cfg.tls != "off" or cfg.tls_implicit_port is not None) and (cfg.tls_cert is None or cfg.tls_key is None):
         raise ConfigError("tls", f"{cfg.tls!r} needs tls_cert and tls_key (PEM files; `ftpkit cert` writes a pair)")
+    if cfg.proxy_protocol != "off" and not cfg.proxy_allowed:
+        raise ConfigError("proxy_allowed", f"proxy_protocol {cfg.proxy_protocol!r} needs the load balancers' "
+                                           "addresses: --proxy-allowed 10.0.0.5/32 (repeatable)")
     if cfg.active_from_port_20 and cfg.port < 2:
         raise ConfigError("active_from_port_20", "needs a control port above 1")
 

@@ -31,6 +31,7 @@ from ftpkit.server.commands.integrity import HashState
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
 from ftpkit.server.defender import Defender
+from ftpkit.server.proxied import Admission, stray_header
 from ftpkit.server.storage import LocalStorage, Storage, join_virtual
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import ControlStream, TLSError
@@ -76,14 +77,15 @@ def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
 
 class Session:
     def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 implicit_tls: bool = False) -> None:
+                 implicit_tls: bool = False, admission: Admission | None = None) -> None:
         self.shared = shared
         self.cfg = shared.cfg
-        self.stream = ControlStream(reader, writer)
+        self.admission = admission  # what a PROXY protocol header said (server/proxied.py)
+        self.stream = ControlStream(reader, writer, admission.early if admission else b"")
         _urgent_data_in_line(writer)
         self.implicit_tls = implicit_tls
         self.id = f"s{next(_ids)}"
-        peer = writer.get_extra_info("peername")
+        peer = (admission.client if admission else None) or writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
         self.peer_ip, self.peer_port = plain_ip(peer[0]), peer[1]
         self.local_ip, self.local_port = plain_ip(local[0]), local[1]
@@ -208,8 +210,11 @@ class Session:
     # --- the control loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
         self.shared.sessions.add(self)
-        log.info("[%s] connect from %s:%d", self.id, self.peer_ip, self.peer_port)
+        level = logging.DEBUG if self.admission and self.admission.health_check else logging.INFO
+        via = f" via {self.admission.proxy}" if self.admission and self.admission.proxy else ""
+        log.log(level, "[%s] connect from %s:%d%s", self.id, self.peer_ip, self.peer_port, via)
         read_task: asyncio.Task[bytes] | None = None
+        first = True
         try:
             if self.implicit_tls:
                 assert self.shared.tls_context is not None
@@ -265,11 +270,17 @@ class Session:
                     read_task = None
                     if not data:
                         break
+                    if first and (stray := stray_header(self.cfg, self.admission, self.peer_ip, data)):
+                        log.warning("[%s] %s", self.id, stray)
+                        self._send(self.conv.notice(Reply.of(421, "PROXY protocol header not accepted here.")))
+                        await self.stream.drain()
+                        break
+                    first = False
                     self.conv.receive_data(data)
         except TLSError as exc:
             log.warning("[%s] TLS on the control connection from %s failed: %s", self.id, self.peer_ip, exc)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-            log.info("[%s] control connection lost: %s", self.id, exc)
+            log.log(level, "[%s] control connection lost: %s", self.id, exc)
         except Exception as exc:
             log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
             await self._close_with_421("Internal error: closing control connection.")
@@ -283,8 +294,8 @@ class Session:
                 await asyncio.wait_for(self.stream.wait_closed(), 2)
             self.shared.sessions.discard(self)
             self.set_prelogin(False)
-            log.info("[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
-                     time.monotonic() - self.started, self.transfers)
+            log.log(level, "[%s] end of session %s@%s after %.1f s, %d transfers", self.id, self.user, self.peer_ip,
+                    time.monotonic() - self.started, self.transfers)
 
     def wake(self) -> None:
         """Make the control loop look at the server's state now (used at shutdown)."""
