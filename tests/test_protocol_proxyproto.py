@@ -35,7 +35,8 @@ def test_v1_tcp4_and_what_follows_it():
 def test_v1_tcp6_is_normalised():
     header = parse_proxy_header(b"PROXY TCP6 2001:DB8:0:0::1 ::ffff:192.0.2.1 65535 0\r\n")
     assert header is not None
-    assert header.source == ("2001:db8::1", 65535) and header.destination == ("::ffff:c000:201", 0)
+    mapped = str(ipaddress.IPv6Address("::ffff:192.0.2.1"))  # Python 3.13 writes it so, older ones ::ffff:c000:201
+    assert header.source == ("2001:db8::1", 65535) and header.destination == (mapped, 0)
 
 
 def test_v1_unknown_is_a_health_check_without_addresses():

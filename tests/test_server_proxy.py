@@ -15,7 +15,7 @@ from ftpkit.protocol.proxyproto import format_v1, format_v2
 from ftpkit.protocol.replies import ReplyReader
 from ftpkit.server.config import ConfigError, validate
 from rawftp import Raw
-from test_cli_serve import FTPKIT
+from test_cli_serve import FTPKIT, start_serve, stop
 
 BALANCER = "127.0.0.1"
 STRANGER = "127.0.0.3"
@@ -78,6 +78,16 @@ def test_rfc2577_and_per_ip_limits_see_the_real_client(servers, tree):
     assert same_client.greeting.code == 421 and "from your address" in same_client.greeting.text
     other_client = Proxied(server.port, format_v2(("127.0.0.4", 40000), dst))  # the same balancer, another client
     assert other_client.greeting.code == 220
+
+
+def test_the_masquerade_map_sees_the_real_client(servers, tree):
+    server = proxy_server(servers, tree, masquerade_map={"203.0.113.0/24": "198.51.100.99"})
+    from_map = Proxied(server.port, format_v2(CLIENT, ("127.0.0.1", server.port)))
+    from_map.login()
+    assert from_map.pasv()[0] == "198.51.100.99"  # the client's network, not the balancer's
+    elsewhere = Proxied(server.port, format_v2(("192.0.2.8", 1), ("127.0.0.1", server.port)))
+    elsewhere.login()
+    assert elsewhere.pasv()[0] == "127.0.0.1"
 
 
 def test_health_checks_are_quiet(servers, tree, caplog):
@@ -178,3 +188,12 @@ def test_settings(tmp_path):
                              "10.0.0.5", "--proxy-allowed", "nonsense"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and result.stderr.strip() == (
         "ftpkit serve: proxy_allowed: 'nonsense' is not a network such as 192.0.2.0/24 or 2001:db8::/32")
+
+
+def test_serve_says_it_takes_proxy_headers(tree):
+    proc, _, line = start_serve(["--proxy-protocol", "required", "--proxy-allowed", "127.0.0.1",
+                                 "--proxy-allowed", "10.0.0.0/8"], tree)
+    try:
+        assert line.rstrip().endswith("; PROXY protocol required from 127.0.0.1/32, 10.0.0.0/8")
+    finally:
+        assert stop(proc) == 0

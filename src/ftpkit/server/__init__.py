@@ -38,5 +38,8 @@ def describe(cfg: ServerConfig, port: int) -> str:
     if cfg.masquerade_map:
         masq += f" (+{len(cfg.masquerade_map)} network map entries)"
     low, high = cfg.passive_ports
+    proxy = ""
+    if cfg.proxy_protocol != "off":
+        proxy = f"; PROXY protocol {cfg.proxy_protocol} from {', '.join(str(n) for n in cfg.proxy_allowed)}"
     return (f"ftpkit: serving {cfg.root} at ftp://{host}:{port}/ ({anon}{users}); "
-            f"passive ports {low}-{high}, announced address: {masq}")
+            f"passive ports {low}-{high}, announced address: {masq}{proxy}")
