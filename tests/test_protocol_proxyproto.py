@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -136,6 +137,37 @@ def test_crc32c_check_value_and_a_damaged_header():
     as_local = header[:12] + b"\x20" + header[13:]  # PROXY -> LOCAL: would pass for a health check
     with pytest.raises(ProxyHeaderError, match="fails its CRC32C check"):
         parse_proxy_header(as_local)
+
+
+# --- what real HAProxy sends (tests/fuzz/corpus/proxy_header, recorded by scripts/record-proxy-seeds.py) ---------
+
+RECORDED = Path(__file__).resolve().parent / "fuzz" / "corpus" / "proxy_header"
+
+
+def test_headers_recorded_from_haproxy():
+    def parsed(name: str) -> tuple[ProxyHeader, bytes]:
+        data = (RECORDED / f"haproxy-{name}.bin").read_bytes()
+        header = parse_proxy_header(data)
+        assert header is not None, name
+        return header, data[header.length:]
+
+    header, rest = parsed("v2-client")
+    assert (header.version, header.command, header.protocol, header.source[0]) == (2, "PROXY", "TCP4", "127.0.0.2")
+    assert rest == b"USER anonymous\r\n"
+    header, rest = parsed("v2-check")  # send-proxy-v2 health checks: LOCAL, no addresses
+    assert header.command == "LOCAL" and header.health_check and rest == b"QUIT\r\n"
+    header, rest = parsed("v2-crc32c-uniqueid-client")  # HAProxy's own CRC32C, checked
+    assert header.tlv(PP2_TYPE_CRC32C) is not None and header.tlv(0x05).startswith(b"7F000002:")
+    assert rest == b"USER anonymous\r\n"
+    header, _ = parsed("v2-crc32c-uniqueid-check")  # a LOCAL header's CRC is checked too
+    assert header.command == "LOCAL"
+    data = (RECORDED / "haproxy-v2-crc32c-uniqueid-client.bin").read_bytes()
+    with pytest.raises(ProxyHeaderError, match="fails its CRC32C check"):
+        parse_proxy_header(data[:17] + bytes([data[17] ^ 0x40]) + data[18:])
+    # send-proxy (v1) health checks carry the balancer's own addresses, not UNKNOWN: not told from a client
+    header, rest = parsed("v1-check")
+    assert header.protocol == "TCP4" and header.source[0] == "127.0.0.1" and not header.health_check
+    assert rest == b"QUIT\r\n"
 
 
 # --- detection and incomplete headers ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 connection it forwards, carrying the client's real address.
 
 - v1, text: ``PROXY TCP4 198.51.100.7 203.0.113.10 51234 21\\r\\n`` (``TCP6`` with IPv6 addresses;
-  ``PROXY UNKNOWN ...\\r\\n`` when the balancer does not know them, as in its health checks), 107 bytes at most.
+  ``PROXY UNKNOWN ...\\r\\n`` when the sender does not know them), 107 bytes at most.
 - v2, binary: the 12-byte signature ``\\r\\n\\r\\n\\0\\r\\nQUIT\\n``, version and command (``PROXY``, or ``LOCAL``
   for the balancer's own connections such as health checks), address family and transport, a length, the
   addresses, then TLVs (type, length, value; ``PP2_TYPE_CRC32C`` is checked when present).
@@ -56,7 +56,8 @@ class ProxyHeader:
 
     @property
     def health_check(self) -> bool:
-        """The balancer's own connection (v2 LOCAL, v1 UNKNOWN: what HAProxy sends with its health checks)."""
+        """The balancer's own connection: v2 LOCAL (HAProxy's health checks with send-proxy-v2), v1 UNKNOWN. (HAProxy's
+        v1 checks send TCP4 with its own addresses instead, like a client.)"""
         return self.command == "LOCAL" or self.protocol == "UNKNOWN"
 
     def tlv(self, kind: int) -> bytes | None:

@@ -4,8 +4,9 @@
 
 - A source in ``proxy_allowed`` (a load balancer) gets ``proxy_header_timeout`` seconds to send its header; the
   server speaks first in FTP, so the greeting waits for it. With the header, the session's peer is the real client
-  (RFC 2577 checks, per-IP limits, logs and the masquerade map see it). ``LOCAL`` (v2) and ``UNKNOWN`` (v1) carry
-  no client: they are the balancer's health checks, kept out of the info log.
+  (RFC 2577 checks, per-IP limits, bans, logs and the masquerade map see it). ``LOCAL`` (v2) and ``UNKNOWN`` (v1)
+  carry no client: they are the balancer's own connections (HAProxy's health checks with send-proxy-v2), kept out
+  of the info log.
 - In ``required`` mode any other source is refused with 421; in ``optional`` mode it is a direct client, and a
   PROXY header it sends anyway is refused (:func:`stray_header`), as is any header while the mode is ``off``.
 - A malformed header, a late one, or none where one is required: the connection is closed and a warning logged.
