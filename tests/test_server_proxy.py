@@ -90,6 +90,18 @@ def test_the_masquerade_map_sees_the_real_client(servers, tree):
     assert elsewhere.pasv()[0] == "127.0.0.1"
 
 
+def test_bans_fall_on_the_real_client_not_on_the_balancer(servers, tree, tmp_path):
+    server = proxy_server(servers, tree, defender_threshold=3, defender_file=str(tmp_path / "bans.json"))
+    dst = ("127.0.0.1", server.port)
+    guesser = Proxied(server.port, format_v2(CLIENT, dst))
+    assert guesser.cmd("USER alice").code == 331
+    assert guesser.cmd("PASS wrong").code == 421  # one failed login scores 3: banned
+    again = Proxied(server.port, format_v2((CLIENT[0], 40002), dst))
+    assert again.greeting.code == 421 and "banned" in again.greeting.text
+    neighbour = Proxied(server.port, format_v2(("203.0.113.8", 40000), dst))  # the same balancer, another client
+    assert neighbour.greeting.code == 220 and whoami(neighbour) == "203.0.113.8 40000"
+
+
 def test_health_checks_are_quiet(servers, tree, caplog):
     server = proxy_server(servers, tree)
     caplog.set_level(logging.DEBUG, logger="ftpkit.server")
