@@ -16,9 +16,8 @@ def serve(cfg: ServerConfig, announce: bool = True) -> int:
     async def main() -> None:
         server = FTPServer(cfg)
         await server.start()
-        if announce:
-            print(describe(cfg, server.port), flush=True)
-        await server.serve_until_signalled()
+        await server.serve_until_signalled(
+            (lambda: print(describe(cfg, server.port), flush=True)) if announce else None)
 
     asyncio.run(main())
     return 0

@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -201,11 +202,15 @@ class FTPServer:
         await self.shared.accounts.aclose()
         self.shared.transfer_log.close()
 
-    async def serve_until_signalled(self) -> None:
+    async def serve_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGINT/SIGTERM, then stop gracefully; ``ready`` is called once the signals are handled (a
+        start-up line printed before would let a SIGTERM sent on reading it kill the process instead)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready()
         await stop.wait()
         log.info("signal received: stopping (grace %g s)", self.cfg.shutdown_grace)
         await self.stop()
