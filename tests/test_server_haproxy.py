@@ -12,7 +12,7 @@ import subprocess
 import threading
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -52,9 +52,16 @@ class Cluster:
     lb: HAProxy
     records: Records
     root: Path
+    opened: list[Raw] = field(default_factory=list)
 
     def connect(self, frontend: str = "ftp", source: str = CLIENT) -> Raw:
-        return Raw(self.lb.address(frontend), self.lb.port(frontend), source=source)
+        conn = Raw(self.lb.address(frontend), self.lb.port(frontend), source=source)
+        self.opened.append(conn)
+        return conn
+
+    def close_connections(self) -> None:
+        while self.opened:
+            self.opened.pop().sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +83,25 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         both = [f"node{i} 127.0.0.1:{node.port}" for i, node in enumerate(nodes, 1)]
         # "far": the balancer on another address than the nodes, as it is outside a test
         lb = HAProxy({"ftp": both, "one": both[:1], "far": both}, binds={"far": BALANCER_ELSEWHERE}).start()
+        running = Cluster(nodes, lb, records, root)
         try:
             lb.wait_up()
-            yield Cluster(nodes, lb, records, root)
+            yield running
         finally:
+            running.close_connections()
             lb.stop()
             lb.remove()
     finally:
         servers.stop_all()
         logger.removeHandler(records)
         logger.setLevel(previous)
+
+
+@pytest.fixture(autouse=True)
+def _close_connections(request):
+    yield
+    if "cluster" in request.fixturenames:
+        request.getfixturevalue("cluster").close_connections()
 
 
 def whoami(conn: Raw) -> str:

@@ -22,11 +22,28 @@ STRANGER = "127.0.0.3"
 CLIENT = ("203.0.113.7", 40001)  # what the balancer says the client is
 
 
+OPENED: list[Raw] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_connections():
+    yield
+    while OPENED:
+        OPENED.pop().sock.close()
+
+
+def raw(*args, **kwargs) -> Raw:
+    conn = Raw(*args, **kwargs)
+    OPENED.append(conn)
+    return conn
+
+
 class Proxied(Raw):
     """A control connection that sends ``header`` (bytes, possibly in several writes) before the greeting."""
 
     def __init__(self, port: int, *parts: bytes, source: str = BALANCER, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        OPENED.append(self)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host = "127.0.0.1"
         self.reader = ReplyReader()
@@ -118,7 +135,7 @@ def test_health_checks_are_quiet(servers, tree, caplog):
 def test_required_refuses_others_and_bad_headers(servers, tree, caplog):
     server = proxy_server(servers, tree, proxy_header_timeout=0.3)
     caplog.set_level(logging.INFO, logger="ftpkit.server")
-    direct = Raw("127.0.0.1", server.port, source=STRANGER)
+    direct = raw("127.0.0.1", server.port, source=STRANGER)
     assert direct.greeting.code == 421 and "load balancer only" in direct.greeting.text
     assert f"refused {STRANGER}: not in proxy_allowed" in caplog.text
     for header, logged in ((b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "destination port b'99999' is not a port"),
@@ -135,13 +152,13 @@ def test_required_refuses_others_and_bad_headers(servers, tree, caplog):
 def test_optional_takes_direct_clients_and_refuses_their_headers(servers, tree, caplog):
     server = proxy_server(servers, tree, mode="optional", proxy_header_timeout=0.3)
     caplog.set_level(logging.INFO, logger="ftpkit.server")
-    direct = Raw("127.0.0.1", server.port, source=STRANGER)  # greeted at once: it is not a balancer
+    direct = raw("127.0.0.1", server.port, source=STRANGER)  # greeted at once: it is not a balancer
     assert whoami(direct) == f"{STRANGER} {direct.sock.getsockname()[1]}"
-    forged = Raw("127.0.0.1", server.port, source=STRANGER)
+    forged = raw("127.0.0.1", server.port, source=STRANGER)
     reply = forged.cmd(format_v1(CLIENT, ("127.0.0.1", server.port)))
     assert reply.code == 421 and forged.closed_by_server()
     assert f"PROXY protocol header from {STRANGER} refused: {STRANGER} is not in proxy_allowed" in caplog.text
-    forged_v2 = Raw("127.0.0.1", server.port, source=STRANGER)
+    forged_v2 = raw("127.0.0.1", server.port, source=STRANGER)
     assert forged_v2.cmd(format_v2(CLIENT, ("127.0.0.1", server.port))).code == 421
     late = Proxied(server.port)  # an allowed source that sends no header is greeted after the timeout
     assert late.greeting.code == 220 and whoami(late) == f"{BALANCER} {late.sock.getsockname()[1]}"
@@ -151,7 +168,7 @@ def test_optional_takes_direct_clients_and_refuses_their_headers(servers, tree, 
 def test_off_ignores_no_header_silently(servers, tree, caplog):
     server = servers.start(tree, users=["alice:secret"])
     caplog.set_level(logging.INFO, logger="ftpkit.server")
-    conn = Raw("127.0.0.1", server.port)
+    conn = raw("127.0.0.1", server.port)
     assert conn.cmd(format_v1(CLIENT, ("127.0.0.1", server.port))).code == 421
     assert f"PROXY protocol header from {BALANCER} refused: proxy_protocol is off" in caplog.text
 
