@@ -8,7 +8,10 @@
 # Installed with apt (system-wide):
 #   curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables
 #   conntrack iproute2 openssl whois (mkpasswd) prometheus (for promtool, which
-#   checks the server's /metrics exposition; its daemon is not used)
+#   checks the server's /metrics exposition; its daemon is not used) haproxy
+#   postgresql (the release's server: 15 on bookworm, 17 on trixie; the
+#   tests run its /usr/lib/postgresql/N/bin/initdb and pg_ctl on a throwaway
+#   cluster of their own: no main cluster is created, no daemon started)
 # Unpacked (not installed) into <repo>/.peers/, because vsftpd, proftpd-core
 # and pure-ftpd all declare "Conflicts: ftp-server" so apt keeps only one:
 #   .peers/proftpd/usr/sbin/proftpd      (proftpd-core + proftpd-mod-crypto;
@@ -134,6 +137,7 @@ APT_TOOLS=(
     openssl:openssl
     whois:mkpasswd
     prometheus:promtool
+    haproxy:haproxy
 )
 
 PROFTPD_BIN="$PEERS_DIR/proftpd/usr/sbin/proftpd"
@@ -203,6 +207,9 @@ installed_libs=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${lib_pkgs
 for pkg in "${lib_pkgs[@]}"; do
     grep -qxF "$pkg" <<<"$installed_libs" || missing+=("$pkg")
 done
+# The PostgreSQL server: Debian's `postgresql` depends on the release's version (postgresql-15, -17).
+pg_bin() { { compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" || true; } | sort -V | tail -n 1 | xargs -r dirname; }
+[ -n "$(pg_bin)" ] || missing+=(postgresql)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"
@@ -221,6 +228,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    # postgresql-common would create (and try to start) a "main" cluster; the tests make their own.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/ftpkit-no-main-cluster.conf
     apt-get install -y -qq --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" >/dev/null
@@ -253,8 +263,12 @@ done
 # --- verify ------------------------------------------------------------------
 absent=()
 for cmd in curl lftp tnftp ncftp inetutils-ftp ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd \
-           promtool; do
+           promtool haproxy; do
     command -v "$cmd" >/dev/null 2>&1 || absent+=("$cmd")
+done
+pgdir=$(pg_bin)
+for tool in initdb pg_ctl postgres psql; do
+    [ -n "$pgdir" ] && [ -x "$pgdir/$tool" ] || absent+=("PostgreSQL $tool")
 done
 [ "${#absent[@]}" -eq 0 ] || die "missing commands after install: ${absent[*]}"
 for f in "$PROFTPD_BIN" "$PUREFTPD_BIN" "$PUREPW_BIN"; do
@@ -270,6 +284,6 @@ notfound=$(ldd "$PROFTPD_BIN" "$PEERS_DIR"/proftpd/usr/lib/proftpd/*.so "$PUREFT
 $notfound"
 
 echo "install-peers: present: curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables conntrack ip openssl mkpasswd" \
-     "promtool;" \
+     "promtool haproxy, PostgreSQL server in $pgdir;" \
      "unpacked: proftpd $(awk '/^Version:/ {print $2; exit}' "$PEERS_DIR/proftpd/.unpacked") (+mod-crypto)," \
      "pure-ftpd $(awk '/^Version:/ {print $2; exit}' "$PEERS_DIR/pure-ftpd/.unpacked") in $PEERS_DIR"

@@ -53,6 +53,7 @@ from ftpkit.protocol.conversation import TRANSFER_COMMANDS, Answer, Phase
 from ftpkit.protocol.hostport import classify_announced
 from ftpkit.protocol.listing import parse_facts, parse_mlst_time
 from ftpkit.protocol.listparse import Entry, parse_list_line, parse_listing, parse_mlsx_line, plain_name
+from ftpkit.protocol.proxyproto import ProxyHeaderError, format_v1, format_v2, parse_proxy_header
 from ftpkit.protocol.replies import ReplyReader, printable
 from ftpkit.tls_hello import ClientHello, NotClientHello, read_client_hello
 
@@ -210,6 +211,30 @@ def fuzz_tls_hello(data: bytes) -> None:
     check(hello is None or isinstance(hello, ClientHello), f"bad result {hello!r}")
     if hello is not None and hello.alpn is not None:
         check(all(1 <= len(name) <= 255 for name in hello.alpn), "an ALPN name of a length TLS cannot carry")
+
+
+# --- PROXY protocol header ---------------------------------------------------------------------------------------
+
+def fuzz_proxy_header(data: bytes) -> None:
+    """What the accept path does: parse the bytes received so far, as they grow. A header found in the whole input
+    must be "incomplete" (None) in every shorter prefix, never another header or an error, and must format back."""
+    try:
+        header = parse_proxy_header(data)
+    except ProxyHeaderError as exc:
+        check("\n" not in str(exc), "an error of more than one line")
+        return
+    if header is None:
+        return
+    check(0 < header.length <= len(data), f"length {header.length} of {len(data)} bytes")
+    for cut in sorted({0, 1, 12, 15, 16, header.length // 2, header.length - 1}):
+        if cut < header.length:
+            check(parse_proxy_header(data[:cut]) is None, f"a prefix of {cut} bytes is not incomplete")
+    if header.source is not None and header.destination is not None and header.protocol in ("TCP4", "TCP6"):
+        again = format_v1(header.source, header.destination) if header.version == 1 else \
+            format_v2(header.source, header.destination)
+        back = parse_proxy_header(again)
+        check(back is not None and (back.source, back.destination) == (header.source, header.destination),
+              "addresses do not survive a format/parse round trip")
 
 
 # --- TCP reassembly -------------------------------------------------------------------------------------------------
@@ -372,7 +397,7 @@ def seeds(target: str) -> list[bytes]:
     elif target == "hostport":
         out = [line.split(b" ", 1)[-1].strip() for line in _lines(client) + _lines(server)
                if line[:4] in (b"PORT", b"EPRT", b"227 ", b"229 ")]
-    elif target == "listing" or target == "tls_hello":
+    elif target in ("listing", "tls_hello", "proxy_header"):
         out = []
     elif target == "capture":
         out = [p.read_bytes() for p in _capture_files()]
@@ -399,6 +424,7 @@ TARGETS = {t.name: t for t in (
     Target("hostport", fuzz_hostport, "PORT, 227, EPRT, 229 and EPSV codecs, format/parse round trip"),
     Target("listing", fuzz_listing, "LIST (Unix, DOS) and MLSD/MLST parsers"),
     Target("tls_hello", fuzz_tls_hello, "the server's ClientHello screen (ALPN)"),
+    Target("proxy_header", fuzz_proxy_header, "PROXY protocol v1/v2 headers as the accept path reads them"),
     Target("reassembly", fuzz_reassembly, "TCP reassembly against a known stream"),
     Target("reassembly_raw", fuzz_reassembly_raw, "TCP reassembly on arbitrary segments"),
     Target("capture", fuzz_capture, "the analyzer on a capture file: records, packets, flows, sessions, JSON"),

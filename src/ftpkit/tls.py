@@ -66,13 +66,14 @@ def cipher_name(tls: ssl.SSLObject) -> str | None:
 class ControlStream:
     """Read/write a control connection, in clear or through TLS, switching between the two when told."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, early: bytes = b"") -> None:
+        """``early``: bytes already read from the connection (those that followed a PROXY protocol header)."""
         self.reader = reader
         self.writer = writer
         self.tls: ssl.SSLObject | None = None
         self._in: ssl.MemoryBIO | None = None
         self._out: ssl.MemoryBIO | None = None
-        self._plain_leftover = b""  # clear text that followed a close_notify (after CCC)
+        self._plain_leftover = early  # clear text read ahead: after a PROXY header, or after a close_notify (CCC)
 
     @property
     def encrypted(self) -> bool:

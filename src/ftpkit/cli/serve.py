@@ -47,7 +47,7 @@ def _options(func: Any) -> Any:
             func = click.option(flag, f.name, multiple=True, metavar="NET=ADDR", help=help_text)(func)
         elif f.name == "hooks":
             func = click.option("--hook", "hooks", multiple=True, metavar="EVENT:COMMAND|URL", help=help_text)(func)
-        elif f.name == "defender_allow":
+        elif f.name in ("defender_allow", "proxy_allowed"):
             func = click.option(flag, f.name, multiple=True, metavar="NETWORK", help=help_text)(func)
         else:
             func = click.option(flag, f.name, default=None, metavar="VALUE", help=help_text)(func)
@@ -80,6 +80,9 @@ def serve_command(root: str | None, config_file: str | None, **flags: Any) -> No
     logs.setup(cfg.log_level, cfg.log_format)
     try:
         code = serve(cfg)
+    except ConfigError as exc:  # found at start-up: a certificate that does not load, an unreachable users_db
+        click.echo(f"ftpkit serve: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         where = exc.filename or f"{cfg.host}:{cfg.port}"  # the metrics listener names itself
         click.echo(f"ftpkit serve: cannot listen on {where}: {exc.strerror or exc}", err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ftpkit.server.app import FTPServer
-from ftpkit.server.config import ConfigError, ServerConfig, validate
+from ftpkit.server.config import ConfigError, ServerConfig, redact_url, validate
 
 __all__ = ["ConfigError", "FTPServer", "ServerConfig", "serve", "validate"]
 
@@ -16,12 +16,13 @@ def serve(cfg: ServerConfig, announce: bool = True) -> int:
     async def main() -> None:
         server = FTPServer(cfg)
         await server.start()
-        if announce:
+        def announce_line() -> None:
             line = describe(cfg, server.port)
             if server.metrics_server is not None:
                 line += f"; metrics at {server.metrics_server.url}/metrics"
             print(line, flush=True)
-        await server.serve_until_signalled()
+
+        await server.serve_until_signalled(announce_line if announce else None)
 
     asyncio.run(main())
     return 0
@@ -35,9 +36,14 @@ def describe(cfg: ServerConfig, port: int) -> str:
     users = f", {len(cfg.users)} quick user(s)" if cfg.users else ""
     if cfg.users_file:
         users += f", users from {cfg.users_file}"
+    if cfg.users_db:
+        users += f", users from {redact_url(cfg.users_db)}"
     masq = cfg.masquerade_address or "control connection's local address"
     if cfg.masquerade_map:
         masq += f" (+{len(cfg.masquerade_map)} network map entries)"
     low, high = cfg.passive_ports
+    proxy = ""
+    if cfg.proxy_protocol != "off":
+        proxy = f"; PROXY protocol {cfg.proxy_protocol} from {', '.join(str(n) for n in cfg.proxy_allowed)}"
     return (f"ftpkit: serving {cfg.root} at ftp://{host}:{port}/ ({anon}{users}); "
-            f"passive ports {low}-{high}, announced address: {masq}")
+            f"passive ports {low}-{high}, announced address: {masq}{proxy}")

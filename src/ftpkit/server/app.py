@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ftpkit.server.events import ServerEvents
 from ftpkit.server.hooks import Hooks
 from ftpkit.server.metrics import Metrics, State
 from ftpkit.server.metrics_http import MetricsServer
+from ftpkit.server.proxied import admit
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.uploads import sweep_partials
@@ -115,6 +117,7 @@ class FTPServer:
         return self._server is not None and self._server.is_serving() and not self.shared.stopping
 
     async def start(self) -> None:
+        await self.shared.accounts.open()
         if self.cfg.active_from_port_20:
             source = self.cfg.port - 1
             if _can_bind("0.0.0.0" if ":" not in self.cfg.host else "::", source):
@@ -172,6 +175,12 @@ class FTPServer:
         peer = writer.get_extra_info("peername")
         ip = plain_ip(peer[0]) if peer else "?"
         try:
+            admission = None
+            if self.cfg.proxy_protocol != "off" and len(self.shared.sessions) < self.cfg.max_sessions:
+                admission = await admit(self.cfg, reader, writer, ip)  # before the greeting: the real client
+                if admission is None:
+                    return
+                ip = plain_ip(admission.client[0]) if admission.client else ip
             refusal = None
             ban = self.shared.defender.banned(ip)
             if ban is not None:
@@ -202,7 +211,7 @@ class FTPServer:
                 return
             self._per_ip[ip] += 1
             try:
-                await Session(self.shared, reader, writer, implicit_tls=implicit).run()
+                await Session(self.shared, reader, writer, implicit_tls=implicit, admission=admission).run()
             finally:
                 self._per_ip[ip] -= 1
                 if self._per_ip[ip] <= 0:
@@ -233,16 +242,20 @@ class FTPServer:
                 await asyncio.wait(pending, timeout=5)
         await self.shared.events.stop(max(0.0, deadline - time.monotonic()))  # hooks get what is left of the grace
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.shared.accounts.close()
+        await self.shared.accounts.aclose()
         self.shared.transfer_log.close()
         if self.metrics_server is not None:  # the last to go: /healthz said 503 all along the shutdown
             await self.metrics_server.stop()
 
-    async def serve_until_signalled(self) -> None:
+    async def serve_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGINT/SIGTERM, then stop gracefully; ``ready`` is called once the signals are handled (a
+        start-up line printed before would let a SIGTERM sent on reading it kill the process instead)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready()
         await stop.wait()
         log.info("signal received: stopping (grace %g s)", self.cfg.shutdown_grace)
         await self.stop()

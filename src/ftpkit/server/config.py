@@ -28,6 +28,11 @@ TLSMode = Literal["off", "optional", "required", "implicit"]
 users too with tls_required_for_anonymous); implicit: TLS from the first byte (port 990 style)."""
 
 
+ProxyMode = Literal["off", "optional", "required"]
+"""PROXY protocol on the control listener. off: never read; optional: read from proxy_allowed sources, others
+connect directly; required: only proxy_allowed sources may connect, and they must send a header."""
+
+
 class ConfigError(ValueError):
     """A configuration value that is not allowed; ``str()`` is the one line shown to the user."""
 
@@ -107,6 +112,11 @@ class ServerConfig:
     diagnosis_summary_interval: float = 60.0
     hooks: tuple[HookSpec, ...] = ()
     hook_concurrency: int = 4
+    # --- several nodes: shared accounts, behind a load balancer (issue 16) ---
+    users_db: str | None = field(default=None, repr=False)  # postgresql://... (may hold a password)
+    proxy_protocol: ProxyMode = "off"
+    proxy_allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    proxy_header_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -131,6 +141,7 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 TLS_MODES: tuple[str, ...] = get_args(TLSMode)
 TLS_MAX_VERSIONS: tuple[str, ...] = get_args(TLSMaxVersion)
 UPLOAD_MODES: tuple[str, ...] = get_args(UploadMode)
+PROXY_MODES: tuple[str, ...] = get_args(ProxyMode)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -306,6 +317,22 @@ def _byte_size(name: str, value: Any) -> int:
     if not 1 <= number <= 1 << 60:
         raise ConfigError(name, f"{value!r} is not within 1 byte to 2**60 bytes")
     return number
+def redact_url(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def _users_db(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(name, f"{redact_url(text)!r} is not a postgresql://USER@HOST[:PORT]/DATABASE URL")
+    return text
 
 
 def _whole(low: int, high: int) -> Callable[[str, Any], int]:
@@ -429,6 +456,16 @@ SETTINGS: dict[str, Setting] = {
     "hooks": Setting(_hooks, "EVENT:COMMAND or EVENT:URL run on upload, download, delete, rename, mkdir, rmdir, "
                              "login-failed, pre-upload (repeatable; [[hooks]] tables in TOML)"),
     "hook_concurrency": Setting(_whole(1, 1000), "event hooks running at once (more wait; never the FTP session)"),
+    # --- several nodes (issue 16) ---
+    "users_db": Setting(_users_db, "postgresql://USER@HOST/DB: users from a PostgreSQL database shared by every "
+                                   "node, looked up at each login (`ftpkit user init --db` creates its tables)"),
+    "proxy_protocol": Setting(_one_of(PROXY_MODES), "PROXY protocol v1/v2 from a load balancer on the control port: "
+                                                    "off, optional (proxy_allowed sources may send it), required "
+                                                    "(only they may connect)"),
+    "proxy_allowed": Setting(_networks, "NETWORK: a load balancer's address or network allowed to send a PROXY "
+                                        "header (repeatable; a list in TOML)"),
+    "proxy_header_timeout": Setting(_secs(0.01, 60.0), "seconds a proxy_allowed source gets to send its PROXY "
+                                                       "header, before the 220 greeting"),
 }
 
 
@@ -438,6 +475,9 @@ def _check_together(cfg: ServerConfig) -> None:
         raise ConfigError("masquerade_address", "must be an IPv4 address (it is announced in 227 replies)")
     if (cfg.tls != "off" or cfg.tls_implicit_port is not None) and (cfg.tls_cert is None or cfg.tls_key is None):
         raise ConfigError("tls", f"{cfg.tls!r} needs tls_cert and tls_key (PEM files; `ftpkit cert` writes a pair)")
+    if cfg.proxy_protocol != "off" and not cfg.proxy_allowed:
+        raise ConfigError("proxy_allowed", f"proxy_protocol {cfg.proxy_protocol!r} needs the load balancers' "
+                                           "addresses: --proxy-allowed 10.0.0.5/32 (repeatable)")
     if cfg.active_from_port_20 and cfg.port < 2:
         raise ConfigError("active_from_port_20", "needs a control port above 1")
 

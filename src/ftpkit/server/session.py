@@ -32,6 +32,7 @@ from ftpkit.server.config import ServerConfig
 from ftpkit.server.data import DataChannel, PortPool, Transfer
 from ftpkit.server.defender import Defender
 from ftpkit.server.events import ServerEvents, default_events
+from ftpkit.server.proxied import Admission, stray_header
 from ftpkit.server.storage import LocalStorage, Storage, StorageError, join_virtual
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import ControlStream, TLSError
@@ -78,14 +79,15 @@ def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
 
 class Session:
     def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 implicit_tls: bool = False) -> None:
+                 implicit_tls: bool = False, admission: Admission | None = None) -> None:
         self.shared = shared
         self.cfg = shared.cfg
-        self.stream = ControlStream(reader, writer)
+        self.admission = admission  # what a PROXY protocol header said (server/proxied.py)
+        self.stream = ControlStream(reader, writer, admission.early if admission else b"")
         _urgent_data_in_line(writer)
         self.implicit_tls = implicit_tls
         self.id = f"s{next(_ids)}"
-        peer = writer.get_extra_info("peername")
+        peer = (admission.client if admission else None) or writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
         self.peer_ip, self.peer_port = plain_ip(peer[0]), peer[1]
         self.local_ip, self.local_port = plain_ip(local[0]), local[1]
@@ -222,8 +224,12 @@ class Session:
     # --- the control loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
         self.shared.sessions.add(self)
-        log.debug("[%s] connect from %s:%d", self.id, self.peer_ip, self.peer_port)
+        health = bool(self.admission and self.admission.health_check)  # a balancer's check: not worth a line
+        level = logging.DEBUG if health else logging.INFO
+        via = f" via {self.admission.proxy}" if self.admission and self.admission.proxy else ""
+        log.debug("[%s] connect from %s:%d%s", self.id, self.peer_ip, self.peer_port, via)
         read_task: asyncio.Task[bytes] | None = None
+        first = True
         try:
             if self.implicit_tls:
                 assert self.shared.tls_context is not None
@@ -280,13 +286,18 @@ class Session:
                     read_task = None
                     if not data:
                         break
+                    if first and (stray := stray_header(self.cfg, self.admission, self.peer_ip, data)):
+                        log.warning("[%s] %s", self.id, stray)
+                        self._send(self.conv.notice(Reply.of(421, "PROXY protocol header not accepted here.")))
+                        await self.stream.drain()
+                        break
+                    first = False
                     self.conv.receive_data(data)
         except TLSError as exc:
             log.warning("[%s] TLS on the control connection from %s failed: %s", self.id, self.peer_ip, exc)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             # a TCP health probe that closes with our greeting unread resets the connection: not worth a line
-            log.log(logging.INFO if self.commands else logging.DEBUG, "[%s] control connection lost: %s", self.id,
-                    exc)
+            log.log(level if self.commands else logging.DEBUG, "[%s] control connection lost: %s", self.id, exc)
         except Exception as exc:
             log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
             await self._close_with_421("Internal error: closing control connection.")
@@ -301,9 +312,9 @@ class Session:
             self.shared.sessions.discard(self)
             self.set_prelogin(False)
             probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line
-            log.log(logging.DEBUG if probe else logging.INFO, "[%s] end of session %s@%s after %.1f s, %d commands, "
-                    "%d transfers", self.id, self.user, self.peer_ip, time.monotonic() - self.started, self.commands,
-                    self.transfers)
+            log.log(logging.DEBUG if probe or health else logging.INFO, "[%s] end of session %s@%s after %.1f s, "
+                    "%d commands, %d transfers", self.id, self.user, self.peer_ip, time.monotonic() - self.started,
+                    self.commands, self.transfers)
 
     def wake(self) -> None:
         """Make the control loop look at the server's state now (used at shutdown)."""

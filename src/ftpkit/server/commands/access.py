@@ -1,7 +1,8 @@
 """USER PASS ACCT QUIT: logging in and out.
 
 USER never reveals whether a name exists (always 331). A failed PASS is answered after a delay and counted; at
-``max_login_failures`` the session gets 421 and is closed.
+``max_login_failures`` the session gets 421 and is closed. When the user database cannot answer, PASS gets 421 (try
+again later), not 530, and is not counted as a failure.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ftpkit.server.accounts import UsersUnavailable
 from ftpkit.server.commands.table import command
 
 if TYPE_CHECKING:
@@ -45,7 +47,12 @@ async def pass_(s: Session, cmd: Command) -> None:
         await s.reply(503, "Login with USER first.")
         return
     name, s.pending_user = s.pending_user, None
-    account = await s.shared.accounts.authenticate(name, cmd.arg or "", source=s.peer_ip)
+    try:
+        account = await s.shared.accounts.authenticate(name, cmd.arg or "", source=s.peer_ip)
+    except UsersUnavailable as exc:
+        log.warning("[%s] login as %r from %s: %s", s.id, name, s.peer_ip, exc)
+        await s.reply(421, "Login service unavailable (user database); try again later.")
+        return
     if account is None:
         s.failures += 1
         log.warning("[%s] failed login as %r from %s (%d)", s.id, name, s.peer_ip, s.failures)

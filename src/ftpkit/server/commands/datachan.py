@@ -24,6 +24,7 @@ from ftpkit.protocol.hostport import (
 )
 from ftpkit.server.commands.table import command
 from ftpkit.server.data import ActiveTarget, DataConnectionError, PassiveListener
+from ftpkit.server.proxied import epsv_refusal
 
 if TYPE_CHECKING:
     from ftpkit.protocol.commands import Command
@@ -124,6 +125,9 @@ async def epsv(s: Session, cmd: Command) -> None:
     own = 2 if s.is_ipv6 else 1
     if arg is not None and arg != own:
         await s.reply(522, f"Network protocol not supported, use ({own}).")
+        return
+    if (behind_balancer := epsv_refusal(s.admission, s.local_ip)) is not None:
+        await s.reply(502, f"{behind_balancer}.")
         return
     listener = await _passive(s, "EPSV", s.local_ip)
     if listener is not None:
