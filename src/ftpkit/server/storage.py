@@ -265,6 +265,8 @@ class LocalStorage:
         return partial_size(self.real(vpath))
 
     def _create_unique(self, vdir: str, stem: str) -> tuple[str, LocalUpload]:
+        if "\0" in stem or "/" in stem:
+            raise StorageError(f"{vdir}: a file name cannot hold a NUL byte or a slash", 553)
         base = self.real(vdir)
         for n in range(1000):
             name = stem if n == 0 else f"{stem}.{n}"
