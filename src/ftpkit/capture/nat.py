@@ -6,17 +6,23 @@ within ``WINDOW`` seconds, but their address pairs differ; when both sides saw t
 sequence number (which NAT keeps) must agree too. The client's side is decided by timing, which is immune
 to a clock offset between two capturing machines: commands are seen first on the client's side and replies first
 on the server's side, so the sum of the two median lags is positive from the client's side.
+
+:class:`NatMatcher` does it as sessions end: a session is paired at once with an ended one whose client initial
+sequence number is the same; the others wait (at most ``WINDOW`` seconds of capture time, at most ``POOL`` of them)
+and are matched by :func:`match_sessions` when they leave the pool or the capture ends.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import deque
 
 from ftpkit.capture.findings import is_global
 from ftpkit.capture.model import LogEntry, NatPair, Session
 from ftpkit.diagnosis import Finding
 
 WINDOW = 300.0
+POOL = 2000
 ANNOUNCING = frozenset({"PORT", "EPRT"})
 
 
@@ -99,3 +105,66 @@ def _pair(inside: Session, outside: Session) -> NatPair:
                                      (f"#{inside.index} {inside.client} > {inside.server}",
                                       f"#{outside.index} {outside.client} > {outside.server}", *unchanged[:4])))
     return pair
+
+
+class NatMatcher:
+    """Pairs sessions as they end; memory bounded by ``WINDOW`` seconds and ``POOL`` sessions."""
+
+    def __init__(self, window: float = WINDOW, limit: int = POOL) -> None:
+        self.window = window
+        self.limit = limit
+        self.pool: dict[tuple, list[Session]] = {}
+        self.order: deque[tuple[float, tuple, Session]] = deque()  # (end, signature, session), oldest first
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self.pool.values())
+
+    def add(self, s: Session, now: float) -> list[NatPair]:
+        """``s`` ended: its pair if an ended session has the same commands and the same client ISN; the pairs of
+        sessions that waited too long."""
+        sig = _signature(s)
+        if len(sig) < 2:
+            return self.expire(now)
+        group = self.pool.setdefault(sig, [])
+        same = [c for c in group if (c.client, c.server) != (s.client, s.server)
+                and abs(c.start - s.start) <= self.window and s.client_isn is not None and c.client_isn == s.client_isn]
+        if same:
+            b = min(same, key=lambda c: abs(c.start - s.start))
+            group.remove(b)
+            if not group:
+                del self.pool[sig]
+            inside, outside = (s, b) if _inside_first(s, b) else (b, s)
+            return [_pair(inside, outside), *self.expire(now)]
+        group.append(s)
+        self.order.append((s.end, sig, s))
+        return self.expire(now)
+
+    def expire(self, now: float) -> list[NatPair]:
+        """Sessions that ended more than ``window`` seconds ago (or beyond the pool's size) leave the pool; those
+        among them that pair by commands and timing alone are paired first."""
+        leaving: list[tuple[tuple, Session]] = []
+        while self.order and (self.order[0][0] < now - self.window or len(self.order) > self.limit):
+            _, sig, s = self.order.popleft()
+            if s in self.pool.get(sig, ()):
+                leaving.append((sig, s))
+        pairs: list[NatPair] = []
+        for sig in {sig for sig, _ in leaving}:
+            group = self.pool.pop(sig, [])
+            found = match_sessions(group)
+            pairs += found
+            paired = {id(x) for p in found for x in (p.inside, p.outside)}
+            gone = {id(s) for g, s in leaving if g == sig}
+            rest = [s for s in group if id(s) not in paired and id(s) not in gone]
+            if rest:
+                self.pool[sig] = rest
+        if pairs or leaving:
+            kept = {id(s) for group in self.pool.values() for s in group}
+            self.order = deque(item for item in self.order if id(item[2]) in kept)
+        return pairs
+
+    def drain(self) -> list[NatPair]:
+        """The capture ended: pair what can be paired among the sessions still waiting."""
+        pairs = [p for group in self.pool.values() for p in match_sessions(group)]
+        self.pool.clear()
+        self.order.clear()
+        return pairs
