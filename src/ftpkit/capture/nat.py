@@ -9,13 +9,13 @@ on the server's side, so the sum of the two median lags is positive from the cli
 
 :class:`NatMatcher` does it as sessions end: a session is paired at once with an ended one whose client initial
 sequence number is the same; the others wait (at most ``WINDOW`` seconds of capture time, at most ``POOL`` of them)
-and are matched by :func:`match_sessions` when they leave the pool or the capture ends.
+and are matched by commands and timing when they leave the pool or the capture ends. Twins differ in an address
+(translation changes one): two sessions between the same two addresses are two sessions.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections import deque
 
 from ftpkit.capture.findings import is_global
 from ftpkit.capture.model import LogEntry, NatPair, Session
@@ -61,8 +61,7 @@ def match_sessions(sessions: list[Session]) -> list[NatPair]:
         free = sorted(group, key=lambda s: s.start)
         while len(free) >= 2:
             a = free.pop(0)
-            candidates = [b for b in free if (b.client, b.server) != (a.client, a.server)
-                          and abs(b.start - a.start) <= WINDOW]
+            candidates = [b for b in free if _twins(a, b, WINDOW)]
             if not candidates:
                 continue
             # The client's initial sequence number survives NAT (address translation does not renumber): when
@@ -108,16 +107,18 @@ def _pair(inside: Session, outside: Session) -> NatPair:
 
 
 class NatMatcher:
-    """Pairs sessions as they end; memory bounded by ``WINDOW`` seconds and ``POOL`` sessions."""
+    """Pairs sessions as they end, each in constant time; memory bounded by ``WINDOW`` seconds and ``POOL``
+    sessions."""
 
     def __init__(self, window: float = WINDOW, limit: int = POOL) -> None:
         self.window = window
         self.limit = limit
-        self.pool: dict[tuple, list[Session]] = {}
-        self.order: deque[tuple[float, tuple, Session]] = deque()  # (end, signature, session), oldest first
+        self.pool: dict[int, tuple[tuple, Session]] = {}  # id -> (signature, session), in the order they ended
+        self.by_isn: dict[tuple[tuple, int], list[Session]] = {}
+        self.by_sig: dict[tuple, dict[tuple[str, str], list[Session]]] = {}  # signature -> address pair -> ...
 
     def __len__(self) -> int:
-        return sum(len(group) for group in self.pool.values())
+        return len(self.pool)
 
     def add(self, s: Session, now: float) -> list[NatPair]:
         """``s`` ended: its pair if an ended session has the same commands and the same client ISN; the pairs of
@@ -125,46 +126,77 @@ class NatMatcher:
         sig = _signature(s)
         if len(sig) < 2:
             return self.expire(now)
-        group = self.pool.setdefault(sig, [])
-        same = [c for c in group if (c.client, c.server) != (s.client, s.server)
-                and abs(c.start - s.start) <= self.window and s.client_isn is not None and c.client_isn == s.client_isn]
-        if same:
-            b = min(same, key=lambda c: abs(c.start - s.start))
-            group.remove(b)
-            if not group:
-                del self.pool[sig]
-            inside, outside = (s, b) if _inside_first(s, b) else (b, s)
-            return [_pair(inside, outside), *self.expire(now)]
-        group.append(s)
-        self.order.append((s.end, sig, s))
+        if s.client_isn is not None:
+            same = [c for c in self.by_isn.get((sig, s.client_isn), ()) if _twins(c, s, self.window)]
+            if same:
+                b = min(same, key=lambda c: abs(c.start - s.start))
+                self._remove(b)
+                inside, outside = (s, b) if _inside_first(s, b) else (b, s)
+                return [_pair(inside, outside), *self.expire(now)]
+        self.pool[id(s)] = (sig, s)
+        if s.client_isn is not None:
+            self.by_isn.setdefault((sig, s.client_isn), []).append(s)
+        self.by_sig.setdefault(sig, {}).setdefault((s.client.ip, s.server.ip), []).append(s)
         return self.expire(now)
 
+    def _remove(self, s: Session) -> tuple:
+        sig, _ = self.pool.pop(id(s))
+        if s.client_isn is not None:
+            _drop(self.by_isn, (sig, s.client_isn), s)
+        pairs = self.by_sig[sig]
+        _drop(pairs, (s.client.ip, s.server.ip), s)
+        if not pairs:
+            del self.by_sig[sig]
+        return sig
+
     def expire(self, now: float) -> list[NatPair]:
-        """Sessions that ended more than ``window`` seconds ago (or beyond the pool's size) leave the pool; those
-        among them that pair by commands and timing alone are paired first."""
-        leaving: list[tuple[tuple, Session]] = []
-        while self.order and (self.order[0][0] < now - self.window or len(self.order) > self.limit):
-            _, sig, s = self.order.popleft()
-            if s in self.pool.get(sig, ()):
-                leaving.append((sig, s))
+        """Sessions that ended more than ``window`` seconds ago (or beyond the pool's size) leave the pool; one that
+        pairs by commands and timing alone with a session still waiting (at another address) is paired first."""
         pairs: list[NatPair] = []
-        for sig in {sig for sig, _ in leaving}:
-            group = self.pool.pop(sig, [])
-            found = match_sessions(group)
-            pairs += found
-            paired = {id(x) for p in found for x in (p.inside, p.outside)}
-            gone = {id(s) for g, s in leaving if g == sig}
-            rest = [s for s in group if id(s) not in paired and id(s) not in gone]
-            if rest:
-                self.pool[sig] = rest
-        if pairs or leaving:
-            kept = {id(s) for group in self.pool.values() for s in group}
-            self.order = deque(item for item in self.order if id(item[2]) in kept)
+        while self.pool:
+            sig, s = next(iter(self.pool.values()))
+            if s.end >= now - self.window and len(self.pool) <= self.limit:
+                break
+            self._remove(s)
+            candidates: list[Session] = []
+            for addresses, group in self.by_sig.get(sig, {}).items():
+                if addresses != (s.client.ip, s.server.ip):
+                    candidates += group[-SCAN:]
+            found = match_sessions([s, *candidates[-SCAN:]]) if candidates else []
+            for pair in found:
+                other = pair.outside if pair.inside is s else pair.inside
+                if other is s or id(other) not in self.pool:
+                    continue
+                self._remove(other)
+                pairs.append(pair)
+                break
         return pairs
 
     def drain(self) -> list[NatPair]:
         """The capture ended: pair what can be paired among the sessions still waiting."""
-        pairs = [p for group in self.pool.values() for p in match_sessions(group)]
+        pairs = match_sessions([s for _, s in self.pool.values()])
         self.pool.clear()
-        self.order.clear()
+        self.by_isn.clear()
+        self.by_sig.clear()
         return pairs
+
+
+SCAN = 256
+"""Sessions at other addresses a session leaving the pool is compared with, at most."""
+
+
+def _twins(a: Session, b: Session, window: float) -> bool:
+    """Could be the same session on both sides of a NAT: address translation changed an address."""
+    return (a.client.ip, a.server.ip) != (b.client.ip, b.server.ip) and abs(a.start - b.start) <= window
+
+
+def _drop(index: dict, key: object, s: Session) -> None:
+    group = index.get(key)
+    if group is None:
+        return
+    for i, x in enumerate(group):
+        if x is s:
+            del group[i]
+            break
+    if not group:
+        del index[key]

@@ -238,8 +238,9 @@ class SessionBuilder:
         self._log(LogEntry(ts, "note", "", note="encrypted"))
 
     def _clear_again(self, d: int, ts: float) -> None:
-        """Clear text again in direction ``d`` (CCC): its reader starts afresh; once the client's commands are
-        clear, the pairing of replies starts afresh too (what was said inside TLS is unknown)."""
+        """Clear text again in direction ``d`` (CCC): its reader starts afresh. Once the client's commands are
+        clear the session is readable again, and the pairing of replies starts afresh (what was said inside TLS is
+        unknown); the server's replies follow as soon as they are clear too."""
         self.tls[d] = None
         self.resync[d] = False
         if d == self.cdir:
@@ -247,11 +248,10 @@ class SessionBuilder:
             self.conv = ClientConversation()
             self.conv.greeted = True
             self.sent.clear()
-        else:
-            self.conv.reader = ReplyReader()
-        if not self.encrypted:
             self.session.clear_at = ts
             self._log(LogEntry(ts, "note", "", note="clear-again"))
+        else:
+            self.conv.reader = ReplyReader()
 
     # --- commands -----------------------------------------------------------------------------------------------
     def _command(self, ts: float, cmd: Command) -> None:
