@@ -158,6 +158,8 @@ def render(report: LabReport, console: Console, lang: str) -> None:
             console.print(Text(f"  {_lab(lang, 'no-findings')}", style="green"))
     else:
         console.print(Text(f"  {report.analyzer_error or _lab(lang, 'not-run')}", style="dim"))
+    if report.live is not None or report.options.live:
+        _live(report, console, lang)
     if report.captures:
         console.print(Text(_lab(lang, "captures-kept", files=", ".join(report.captures)), style="dim"))
     console.print()
@@ -167,6 +169,29 @@ def render(report: LabReport, console: Console, lang: str) -> None:
     else:
         rows = ", ".join(t.row for t in report.transfers if not t.as_expected)
         console.print(Text(_lab(lang, "result-bad", rows=rows, seconds=seconds), style="bold red"))
+
+
+def _live(report: LabReport, console: Console, lang: str) -> None:
+    console.print()
+    console.print(Text(_lab(lang, "live"), style="bold"))
+    live = report.live
+    if live is None:
+        console.print(Text(f"  {report.live_error or _lab(lang, 'not-run')}", style="dim"))
+        return
+    console.print(Text("  " + "; ".join(
+        _lab(lang, "live-captured", side=_lab(lang, f"side-{i['side']}"), iface=i["name"], packets=i["packets"],
+             dropped="?" if i["dropped"] is None else i["dropped"]) for i in live["interfaces"]), style="dim"))
+    if live.get("error"):
+        console.print(Text(f"  {live['error']}", style="red"))
+    if live["findings"]:
+        _findings(console, live["findings"], lang, show_side=True)
+    else:
+        console.print(Text(f"  {_lab(lang, 'no-findings')}", style="green"))
+    if live["differences"]:
+        console.print(Text("  " + _lab(lang, "live-differs", differences="; ".join(live["differences"])),
+                           style="bold red"))
+    else:
+        console.print(Text("  " + _lab(lang, "live-same"), style="green"))
 
 
 def scenario_json(s: Scenario, lang: str, names: Names = HANDS_ON) -> dict[str, Any]:
@@ -194,6 +219,8 @@ def to_json(report: LabReport, lang: str) -> dict[str, Any]:
                    "error": report.doctor_error or None, "report": report.doctor},
         "analyzer": {"codes": sorted(report.analyzer_codes), "error": report.analyzer_error or None,
                      **(report.analyzer or {})},
+        "live": None if report.live is None and not report.options.live else {
+            "codes": sorted(report.live_codes), "error": report.live_error or None, **(report.live or {})},
         "captures": report.captures,
         "as_expected": report.as_expected,
         "seconds": round(report.seconds, 3),
