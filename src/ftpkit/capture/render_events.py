@@ -12,7 +12,8 @@ JSON Lines: every object has ``event`` and ``time`` (epoch seconds, capture time
   same object as ``sessions[]`` in the file report, findings included)
 - ``nat-pair``: inside, outside, rewrites, findings (as ``nat_pairs[]`` in the file report)
 - ``summary``: stopped (interrupted/duration/tool-exited), seconds, sessions, problems, packets {interface: n},
-  tool_stats {interface: {captured, received, dropped}}, dropped, written, error
+  tool_stats {interface: {captured, received, dropped}}, dropped, backlog_peak (bytes the analyzer was behind at
+  most), written, error
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class JsonEvents:
                    "packets": result.packets,
                    "tool_stats": {i: {"captured": s.captured, "received": s.received, "dropped": s.dropped}
                                   for i, s in result.stats.items()},
-                   "dropped": result.dropped, "written": result.written, "error": result.error})
+                   "dropped": result.dropped, "backlog_peak": result.backlog_peak, "written": result.written,
+                   "error": result.error})
 
 
 def event_json(event: Event, lang: str, show_passwords: bool = False) -> dict[str, Any]:
