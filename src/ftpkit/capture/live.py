@@ -137,7 +137,9 @@ def explain_failure(name: str, path: str, iface: str, said: str) -> str:
                 f"them to {name} (setcap cap_net_raw,cap_net_admin=eip {path}); {name} said: {text}")
     if "no such device" in low or "doesn't exist" in low or "no such interface" in low:
         return f"-i {iface}: there is no such interface here; {name} said: {text}"
-    if "syntax error" in low or "can't parse filter" in low or "filter expression" in low:
+    if "not up" in low:
+        return f"-i {iface}: the interface is down (ip link set {iface} up); {name} said: {text}"
+    if any(word in low for word in ("syntax error", "filter", "unknown port", "unknown host", "unknown protocol")):
         return f"--filter: {name} cannot compile the capture filter; {name} said: {text}"
     return f"{name} on {iface} stopped at once; it said: {text}"
 

@@ -18,7 +18,7 @@ from ftpkit.capture import Options, analyze
 
 
 @click.command("analyze")
-@click.argument("captures", nargs=-1, metavar="CAPTURE...")
+@click.argument("captures", nargs=-1, metavar="[CAPTURE]...")
 @click.option("--live", is_flag=True, help="capture now (tcpdump or dumpcap) and report each session as it ends")
 @click.option("-i", "--interface", "interfaces", multiple=True, metavar="IFACE",
               help="--live: the interface (repeatable, one capture point each; default: any)")
