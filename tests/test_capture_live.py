@@ -276,3 +276,32 @@ def test_without_the_capture_capability_one_line_and_exit_2(tool: str) -> None:
     assert line.startswith(f"ftpkit analyze: capturing on lo needs the CAP_NET_RAW and CAP_NET_ADMIN capabilities: "
                            f"run it as root, or give them to {tool} (setcap cap_net_raw,cap_net_admin=eip "), line
     assert f"; {tool} said: " in line and "permission" in line.lower()
+
+
+def test_an_unanswered_syn_is_reported_after_the_syn_timeout_before_the_server_gives_up(served: Path,
+                                                                                          tmp_path: Path) -> None:
+    """The server tries its active connection for 8 s; the live analyzer says after --syn-timeout 2 s (its clock
+    moves with the wall clock while nothing is captured) that the SYN is unanswered, long before the 425."""
+    with netns() as ns:
+        run(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "40100:40109", "--tcp-flags", "SYN,ACK,RST", "SYN",
+             "-j", "DROP"], ns, check=True)
+        with ftpkit_server(served, 2121, "50000-50009", "--data-connect-timeout", "8", ns=ns):
+            live = Live(ns, ["-i", "lo", "--port", "2121", "--syn-timeout", "2", "--json"], tmp_path / "out")
+            try:
+                got = run([*FTPKIT, "get", "--active", "--no-eprt", "--active-ports", "40100-40109", "--timeout",
+                           "12", "-o", str(tmp_path / "x"), "ftp://127.0.0.1:2121/file.bin"], ns, env=ENV)
+                assert got.returncode == 1
+                live.wait_for(lambda ev: any(e["event"] == "session" and e["session"]["transfers"] for e in ev))
+            finally:
+                code, said = live.interrupt()
+    assert code == 0, said
+    events = live.events()
+    (decided,) = [e for e in events if e["event"] == "connection"]
+    (session,) = [e["session"] for e in events if e["event"] == "session" and e["session"]["transfers"]]
+    (transfer,) = session["transfers"]
+    assert (decided["fate"], decided["decided_by"], decided["method"]) == ("syn-unanswered", "timeout", "PORT")
+    syn = decided["data"]["syn_time"]
+    final = next(x["time"] for x in session["log"] if x.get("ftp.response.code") == 425)
+    assert decided["time"] == syn + 2 and decided["time"] < final - 5
+    assert decided["data"]["retransmissions"] >= 1 and transfer["fate"] == "syn-unanswered"
+    assert transfer["data"]["retransmissions"] > decided["data"]["retransmissions"]  # more came after the notice
