@@ -31,9 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import select
-import shutil
 import signal
 import subprocess
 import threading
@@ -48,9 +46,11 @@ from ftpkit.capture.analyzer import Options
 from ftpkit.capture.engine import Analyzer
 from ftpkit.capture.events import Event
 from ftpkit.capture.records import CaptureError, RecordParser
+from ftpkit.capture.tools import READY, LiveError, ToolStats, explain_failure, find_tool, parse_stats, tool_argv
 
-TOOLS = ("tcpdump", "dumpcap")
-READY = {"tcpdump": b"listening on", "dumpcap": b"File: "}
+__all__ = ["LiveError", "LiveOptions", "LiveResult", "ToolStats", "find_tool", "parse_stats", "run_live",
+           "tool_argv"]
+
 START_TIMEOUT = 10.0  # seconds for a capture tool to start capturing
 STOP_GRACE = 5.0  # seconds a tool has to flush and exit after SIGINT
 WAKE = 0.25  # seconds between two looks at the clock when nothing comes
@@ -65,10 +65,6 @@ DRAIN_LIMIT = 120.0  # seconds the analyzer has, once the tools stopped, to work
 Stop = Literal["interrupted", "duration", "tool-exited"]
 
 
-class LiveError(Exception):
-    """The capture cannot run: ``str()`` is the one line to show (exit code 2)."""
-
-
 @dataclass(frozen=True)
 class LiveOptions:
     interfaces: tuple[str, ...] = ("any",)
@@ -76,18 +72,11 @@ class LiveOptions:
     duration: float | None = None  # seconds; None: until SIGINT/SIGTERM
     write: Path | None = None  # keep the pcap (one file per interface when there are several)
     bpf: str | None = None  # narrows the capture filter: tcp and (bpf)
-    buffer_mib: int = 64  # the kernel's capture buffer
+    buffer_mib: int = 256  # the kernel's capture buffer: a second at 1 Gbit/s (twice the packets on lo)
 
     @property
     def capture_filter(self) -> str:
         return f"tcp and ({self.bpf})" if self.bpf else "tcp"
-
-
-@dataclass
-class ToolStats:
-    captured: int | None = None
-    received: int | None = None
-    dropped: int | None = None  # dropped by the kernel: the analyzer (or the tool) did not keep up
 
 
 @dataclass
@@ -107,59 +96,6 @@ class LiveResult:
     def dropped(self) -> int | None:
         counts = [s.dropped for s in self.stats.values()]
         return None if not counts or None in counts else sum(c for c in counts if c is not None)
-
-
-def find_tool(preferred: str | None = None) -> tuple[str, str]:
-    """(name, path) of the capture tool; :class:`LiveError` naming what is missing."""
-    for name in (preferred,) if preferred else TOOLS:
-        path = shutil.which(name)
-        if path:
-            return name, path
-    if preferred:
-        raise LiveError(f"--live needs {preferred} on PATH, and it is not there (on Debian: apt install "
-                        f"{'tcpdump' if preferred == 'tcpdump' else 'wireshark-common'})")
-    raise LiveError("--live needs tcpdump or dumpcap on PATH, and neither is there (on Debian: apt install tcpdump)")
-
-
-def tool_argv(name: str, path: str, iface: str, bpf: str, buffer_mib: int) -> list[str]:
-    if name == "tcpdump":  # -U: every packet handed over is written at once; -w -: pcap on stdout
-        return [path, "-i", iface, "-n", "-s", "0", "-U", "-B", str(buffer_mib * 1024), "-w", "-", bpf]
-    return [path, "-i", iface, "-q", "-s", "0", "-B", str(buffer_mib), "-P", "-w", "-", "-f", bpf]
-
-
-def explain_failure(name: str, path: str, iface: str, said: str) -> str:
-    """One line for a capture tool that would not start."""
-    lines = [line.strip() for line in said.splitlines() if line.strip() and not line.startswith("Capturing on")]
-    text = "; ".join(lines) or "no message"
-    low = text.lower()
-    if "permission" in low or "not permitted" in low:
-        return (f"capturing on {iface} needs the CAP_NET_RAW and CAP_NET_ADMIN capabilities: run it as root, or give "
-                f"them to {name} (setcap cap_net_raw,cap_net_admin=eip {path}); {name} said: {text}")
-    if "no such device" in low or "doesn't exist" in low or "no such interface" in low:
-        return f"-i {iface}: there is no such interface here; {name} said: {text}"
-    if "not up" in low:
-        return f"-i {iface}: the interface is down (ip link set {iface} up); {name} said: {text}"
-    if any(word in low for word in ("syntax error", "filter", "unknown port", "unknown host", "unknown protocol")):
-        return f"--filter: {name} cannot compile the capture filter; {name} said: {text}"
-    return f"{name} on {iface} stopped at once; it said: {text}"
-
-
-def parse_stats(name: str, said: str) -> ToolStats:
-    stats = ToolStats()
-    if name == "tcpdump":
-        for key, attr in (("captured", "captured"), ("received by filter", "received"),
-                          ("dropped by kernel", "dropped")):
-            m = re.search(rf"(\d+) packets? {key}", said)
-            if m:
-                setattr(stats, attr, int(m.group(1)))
-    else:
-        m = re.search(r"received/dropped on interface '[^']*': (\d+)/(\d+)", said)
-        if m:
-            stats.received, stats.dropped = int(m.group(1)), int(m.group(2))
-        m = re.search(r"Packets captured: (\d+)", said)
-        if m:
-            stats.captured = int(m.group(1))
-    return stats
 
 
 class Capture:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -30,6 +31,8 @@ from ftpkit.capture import Options, analyze
 @click.option("--filter", "bpf", metavar="EXPR", help="--live: narrow the capture filter to `tcp and (EXPR)`")
 @click.option("--capture-tool", type=click.Choice(["tcpdump", "dumpcap"]),
               help="--live: the capture tool (default: tcpdump, else dumpcap)")
+@click.option("--capture-buffer", "buffer_mib", default=256, show_default=True, type=click.IntRange(1, 4096),
+              metavar="MIB", help="--live: the kernel's capture buffer (bursts it absorbs: about a second at 1 Gbit/s)")
 @click.option("--syn-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="a SYN without answer this long is reported as unanswered")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON (--live: one object per event)")
@@ -43,8 +46,8 @@ from ftpkit.capture import Options, analyze
               help="TCP connections tracked at once (bounds memory)")
 def analyze_command(captures: tuple[str, ...], live: bool, interfaces: tuple[str, ...], ftp_ports: tuple[int, ...],
                     duration: float | None, write_file: str | None, bpf: str | None, capture_tool: str | None,
-                    syn_timeout: float, as_json: bool, html_file: str | None, show_passwords: bool, lang: str | None,
-                    slow_reply: float, max_flows: int) -> int:
+                    buffer_mib: int, syn_timeout: float, as_json: bool, html_file: str | None, show_passwords: bool,
+                    lang: str | None, slow_reply: float, max_flows: int) -> int:
     """Rebuild the FTP sessions in pcap/pcapng captures (also gzip-compressed): commands and replies, each data
     connection paired with its announcement, drawn as a sequence diagram, with what went wrong and what to change.
 
@@ -61,11 +64,12 @@ def analyze_command(captures: tuple[str, ...], live: bool, interfaces: tuple[str
             raise click.UsageError("give capture files or --live, not both")
         if html_file:
             raise click.UsageError("--html: only for capture files")
-        return _live(options, interfaces or ("any",), duration, write_file, bpf, capture_tool, as_json)
+        live = LiveRequest(interfaces or ("any",), duration, write_file, bpf, capture_tool, buffer_mib)
+        return _live(options, live, as_json)
     if not captures:
         raise click.UsageError("missing CAPTURE... (or --live to capture now)")
     for name, value in (("-i/--interface", interfaces), ("--duration", duration), ("--write", write_file),
-                        ("--filter", bpf), ("--capture-tool", capture_tool)):
+                        ("--filter", bpf), ("--capture-tool", capture_tool), ("--capture-buffer", buffer_mib != 256)):
         if value:
             raise click.UsageError(f"{name}: only with --live")
     return _files(captures, options, as_json, html_file)
@@ -93,8 +97,17 @@ def _files(captures: tuple[str, ...], options: Options, as_json: bool, html_file
     return report.exit_code
 
 
-def _live(options: Options, interfaces: tuple[str, ...], duration: float | None, write_file: str | None,
-          bpf: str | None, tool: str | None, as_json: bool) -> int:
+@dataclass(frozen=True)
+class LiveRequest:
+    interfaces: tuple[str, ...]
+    duration: float | None
+    write_file: str | None
+    bpf: str | None
+    tool: str | None
+    buffer_mib: int
+
+
+def _live(options: Options, request: LiveRequest, as_json: bool) -> int:
     from ftpkit.capture.diagram import label
     from ftpkit.capture.live import LiveError, LiveOptions, run_live
     from ftpkit.capture.render_events import JsonEvents, TextEvents
@@ -113,8 +126,9 @@ def _live(options: Options, interfaces: tuple[str, ...], duration: float | None,
         sink = JsonEvents(sys.stdout, lang, options.show_passwords)
     else:
         sink = TextEvents(Console(highlight=False), lang, options.show_passwords, options.syn_timeout)
-    live = LiveOptions(interfaces=interfaces, tool=tool, duration=duration,
-                       write=Path(write_file) if write_file else None, bpf=bpf)
+    live = LiveOptions(interfaces=request.interfaces, tool=request.tool, duration=request.duration,
+                       write=Path(request.write_file) if request.write_file else None, bpf=request.bpf,
+                       buffer_mib=request.buffer_mib)
     try:
         result, analyzer = run_live(options, live, sink, ready)
     except LiveError as exc:
