@@ -64,8 +64,8 @@ def analyze_command(captures: tuple[str, ...], live: bool, interfaces: tuple[str
             raise click.UsageError("give capture files or --live, not both")
         if html_file:
             raise click.UsageError("--html: only for capture files")
-        live = LiveRequest(interfaces or ("any",), duration, write_file, bpf, capture_tool, buffer_mib)
-        return _live(options, live, as_json)
+        request = LiveRequest(interfaces or ("any",), duration, write_file, bpf, capture_tool, buffer_mib)
+        return _live(options, request, as_json)
     if not captures:
         raise click.UsageError("missing CAPTURE... (or --live to capture now)")
     for name, value in (("-i/--interface", interfaces), ("--duration", duration), ("--write", write_file),
