@@ -74,25 +74,26 @@ def _send_marker(marker: bytes, ns: str | None) -> None:
 
 
 def _flush(path: Path, ns: str | None, deadline: float = 10.0) -> None:
-    """Until everything captured so far is in the file: a marker datagram sent now has been written."""
+    """Until everything captured so far is in the file (the last of a rotated set ``path``, ``path1``, ...): a
+    marker datagram sent now has been written."""
     marker = f"ftpkit-capture-marker-{time.monotonic_ns()}".encode()
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         _send_marker(marker, ns)
-        if marker in path.read_bytes():
+        if any(marker in f.read_bytes() for f in path.parent.glob(path.name + "*")):
             return
         time.sleep(0.05)
     raise TimeoutError(f"tcpdump did not write the marker to {path} within {deadline} s")
 
 
 @contextmanager
-def tcpdump(path: Path, bpf: str = "tcp", ns: str | None = None) -> Iterator[Path]:
+def tcpdump(path: Path, bpf: str = "tcp", ns: str | None = None, extra: tuple[str, ...] = ()) -> Iterator[Path]:
     """Capture on lo into ``path`` until the block ends: started once tcpdump says it is listening, stopped once
-    a marker sent at the end is in the file."""
+    a marker sent at the end is in the file. ``extra``: more tcpdump options (``-C 1``: a rotated set)."""
     binary = require_peer("tcpdump")
     bpf = f"({bpf}) or (udp and dst port {MARKER_PORT})"
     proc = subprocess.Popen([*ns_prefix(ns), binary, "-i", "lo", "-U", "--immediate-mode", "-B", "65536", "-n",
-                             "-s", "0", "-w", str(path), bpf],
+                             "-s", "0", *extra, "-w", str(path), bpf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -245,3 +246,49 @@ def test_passive_syn_dropped_by_the_servers_firewall(root: Path, tmp_path: Path)
     assert "data-syn-unanswered" in codes and set(codes) <= {"data-syn-unanswered", "transfer-failed"}
     assert report.exit_code == 1
     agree_with_tshark(pcap, report, port)
+
+
+def test_a_session_across_three_rotated_files_is_joined(root: Path, tmp_path: Path) -> None:
+    """tcpdump -C 1 rotates every 1,000,000 bytes: a 2.5 MB download spreads its session over three files or more,
+    read as one stream (each file on its own would give a session per file, all but the first seen from the middle)."""
+    (root / "big.bin").write_bytes(os.urandom(2_500_000))
+    pcap = tmp_path / "rotated.pcap"
+    with netns() as ns, tcpdump(pcap, ns=ns, extra=("-C", "1", "-Z", "root")), \
+            ftpkit_server(root, PORT, PASSIVE, ns=ns):
+        assert curl(f"ftp://127.0.0.1:{PORT}/big.bin", "-o", str(tmp_path / "a"), ns=ns).returncode == 0
+    files = sorted(tmp_path.glob("rotated.pcap*"))
+    assert len(files) >= 3, files
+    report = analyze(files[::-1], Options(ftp_ports=frozenset({PORT})))  # any order: time decides
+    (s,) = conversations(report)
+    assert s.started_at_syn and s.file == str(pcap)
+    check_transfer(s.transfers[-1], "EPSV", "RETR", 2_500_000)
+    assert [e.text for e in s.log if e.side == "client"][-1] == "QUIT"
+    assert s.findings == []  # (the test's own checks that the server listens may have been refused)
+
+
+def test_ccc_session_is_read_again_after_ccc(root: Path, tmp_path: Path) -> None:
+    """A real FTPS session with CCC: ftpkit's server (allow_ccc) and ftpkit's client (--tls --ccc). The capture
+    shows AUTH TLS, records, then the commands after CCC in clear, and the download paired with them."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = run([sys.executable, "-m", "ftpkit", "cert", "--host", "127.0.0.1", "--cert", str(cert), "--key", str(key),
+                "--days", "1"])
+    assert made.returncode == 0, made.stderr
+    pcap = tmp_path / "ccc.pcap"
+    out = tmp_path / "got"
+    with netns() as ns, tcpdump(pcap, ns=ns), ftpkit_server(root, PORT, PASSIVE, "--tls", "required", "--tls-cert",
+                                                                str(cert), "--tls-key", str(key), "--allow-ccc",
+                                                                ns=ns):
+        got = run([sys.executable, "-m", "ftpkit", "get", "--tls", "--ccc", "--ca-file", str(cert), "-o", str(out),
+                   f"ftp://127.0.0.1:{PORT}/random.bin"], ns)
+        assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == (root / "random.bin").read_bytes()
+    report = analyze([pcap], Options(ftp_ports=frozenset({PORT})))
+    (s,) = conversations(report)
+    notes = [e.note for e in s.log if e.side == "note"]
+    assert notes == ["encrypted", "clear-again"], [e.text or e.note for e in s.log]
+    after = [e.verb for e in s.log if e.side == "client" and e.ts > s.clear_at]
+    assert "RETR" in after and after[-1] == "QUIT", after
+    t = s.transfers[-1]
+    assert (t.command, t.final[0], t.fate) == ("RETR", 226, "established")
+    assert t.bytes_to_client() > SIZE  # the file inside TLS records (PROT P)
+    assert [f.code for f in s.findings] == []

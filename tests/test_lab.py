@@ -225,6 +225,49 @@ def test_where_the_analyzer_sees_each_nat(host_untouched: None):
     assert_nothing_left(report)
 
 
+LIVE_SCENARIOS = ["client-firewall", "server-firewall-wrong-range", "client-nat", "client-nat-helper", "server-nat"]
+
+
+def _without_indexes(findings: list[dict]) -> list[tuple]:
+    """Findings as compared between the files and live: session numbers (``#3``) aside, which count differently."""
+    return sorted((f["code"], f["severity"], f["side"], f["session"], json.dumps(f["params"], sort_keys=True),
+                   tuple(re.sub(r"#\d+ ", "#N ", e) for e in f["evidence"])) for f in findings)
+
+
+@NEEDS_ROOT
+@pytest.mark.parametrize("name", LIVE_SCENARIOS)
+def test_live_analyzer_on_the_router_finds_what_the_capture_files_show(name: str, host_untouched: None):
+    """``--live``: ftpkit analyze --live on the router's two interfaces while real clients fail; its findings are
+    those of the analysis of the router's capture files, side by side, NAT pairs included."""
+    scenario = SCENARIOS[name]
+    report = run_scenario(scenario, LabOptions(doctor=False, live=True))
+    assert_nothing_left(report)
+    assert outcomes(report) == scenario.works, [t.error for t in report.transfers]
+    live = report.live
+    assert live is not None and live["error"] is None and live["stopped"] == "interrupted"
+    assert live["dropped"] == 0 and all(i["packets"] > 0 for i in live["interfaces"])
+    assert report.live_codes == report.analyzer_codes == scenario.analyzer
+    assert live["differences"] == []
+    assert _without_indexes(live["findings"]) == _without_indexes(report.analyzer["findings"])
+
+
+@NEEDS_ROOT
+def test_run_live_in_the_terminal_and_json(host_untouched: None):
+    done = subprocess.run([*FTPKIT, "lab", "run", "client-firewall", "--live", "--no-doctor"], capture_output=True,
+                          text=True, timeout=90, check=False, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.index("Analyzer, on the captures") < out.index("Live analyzer, on the router") < out.index(
+        "the same findings as the analysis of the capture files")
+    assert "[data-syn-unanswered]" in out[out.index("Live analyzer"):]
+    done = subprocess.run([*FTPKIT, "lab", "run", "client-firewall", "--live", "--no-doctor", "--json"],
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stderr
+    live = json.loads(done.stdout)["live"]
+    assert live["codes"] == ["data-syn-unanswered", "transfer-failed"] and live["differences"] == []
+    assert [i["name"] for i in live["interfaces"]] == ["to-client", "to-server"]
+
+
 @NEEDS_ROOT
 @pytest.mark.peer
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -1,14 +1,18 @@
-"""The capture analyzer: pcap/pcapng files in, FTP sessions with their transfers and findings out.
+"""The capture analyzer: pcap/pcapng files or a live capture in, FTP sessions with their transfers and findings out.
 
-``analyze(paths, options) -> Report`` is the one entry point; rendering lives in ``render_text``, ``render_json``
-and ``render_html``. The modules, in the order the bytes flow:
+``analyze(paths, options) -> Report`` reads files; ``ftpkit.capture.live`` captures through tcpdump or dumpcap.
+Both stream packets through the same :class:`~ftpkit.capture.engine.Analyzer`, which reports events as they
+happen. Rendering lives in ``render_text``, ``render_json``, ``render_html`` and, for events, ``render_events``.
+The modules, in the order the bytes flow:
 
-- ``records``: capture files (pcap, pcapng, gzip) as a stream of records, in bounded memory
+- ``records``: pcap, pcapng (and gzip for files) as a stream of records, incrementally, in bounded memory
+- ``timeline``: several files in time order as one stream (rotated sets joined, simultaneous captures apart)
 - ``packets``: link layer, IP and TCP headers
 - ``flows``: every TCP connection as counters, in a table of bounded size
-- ``reassembly``: byte streams of control connections
+- ``reassembly``: byte streams of control connections (``tlsrecords``: their TLS records, to see CCC)
 - ``sessions``: FTP from those streams, by the protocol core; announcements become expectations
-- ``analyzer``: the packet loop of one file, matching data connections to expectations
+- ``analyzer``: the packet loop of one capture point, matching data connections to expectations
+- ``engine``: capture points, the clock and its deadlines, events, findings when a session ends
 - ``findings`` and ``nat``: the diagnosis, in the shared vocabulary
 """
 
@@ -17,48 +21,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ftpkit.capture.analyzer import FileAnalysis, Options
-from ftpkit.capture.findings import session_findings
-from ftpkit.capture.model import FileInfo, Report, Session
-from ftpkit.capture.nat import match_sessions
-from ftpkit.capture.records import CaptureError, RecordReader
+from ftpkit.capture.analyzer import Options
+from ftpkit.capture.engine import Analyzer
+from ftpkit.capture.model import Report
+from ftpkit.capture.records import CaptureError
+from ftpkit.capture.timeline import Timeline
 from ftpkit.diagnosis import choose_language
 
-__all__ = ["CaptureError", "Options", "Report", "analyze"]
+__all__ = ["Analyzer", "CaptureError", "Options", "Report", "analyze"]
 
 
 def analyze(paths: Iterable[str | Path], options: Options | None = None) -> Report:
-    """Read every file (each on its own: its own flows and sessions), then find problems across all of them.
+    """Read the files in time order as one stream (see :mod:`ftpkit.capture.timeline`) and report every session.
 
     A damaged file yields the sessions read before the damage; its error is in ``Report.files``.
     """
     options = options or Options()
-    files: list[FileInfo] = []
-    sessions: list[Session] = []
-    segments = flows = 0
-    for path in paths:
-        reader = RecordReader(path)
-        work = FileAnalysis(str(path), options)
-        error = None
-        try:
-            work.run(reader)
-        except CaptureError as exc:
-            error = str(exc)
-        sessions += work.finish()
-        segments += work.segments
-        flows += work.table.created
-        if error is None and reader.packets and not work.segments and work.unsupported:
-            kinds = ", ".join(str(k) for k in sorted(work.unsupported))
-            error = f"{path}: no TCP/IP packets; link type {kinds} is not supported"
-        files.append(FileInfo(str(path), reader.format, reader.compressed, reader.packets, error))
-    sessions.sort(key=lambda s: (s.start, s.file))
-    for i, s in enumerate(sessions, 1):
-        s.index = i
-    groups: dict[tuple, list[Session]] = {}
-    for s in sessions:
-        groups.setdefault((s.client.ip, s.server), []).append(s)
-    for s in sessions:
-        failed = [o for o in groups[(s.client.ip, s.server)] if o.login_failures]
-        s.findings = session_findings(s, options.slow_reply, failed if len(failed) > 1 else None)
-    pairs = match_sessions(sessions)
-    return Report(files, sessions, pairs, choose_language(options.lang), options.show_passwords, segments, flows)
+    analyzer = Analyzer(options)
+    files = Timeline(list(paths), analyzer).run()
+    analyzer.close()
+    sessions = sorted(analyzer.sessions, key=lambda s: s.index)
+    return Report(files, sessions, analyzer.nat_pairs, choose_language(options.lang), options.show_passwords,
+                  analyzer.segments, analyzer.flows)

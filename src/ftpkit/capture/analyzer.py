@@ -1,5 +1,6 @@
-"""The packet loop of one capture file: TCP segments into flows; control connections into sessions; data
-connections matched to the announcements their sessions made.
+"""The packet loop of one capture point (a file, a rotated set of files, an interface): TCP segments into flows;
+control connections into sessions; data connections matched to the announcements their sessions made, and their
+fate decided as soon as the packets tell it.
 
 A control connection is recognised by its port (21 and ``--ftp-port``) or by its first bytes (a server greeting
 ``220``, a client sending ``USER``). A data connection is the first connection, after a PORT/EPRT command or a
@@ -9,21 +10,24 @@ address the capture shows for that side (clients that ignore a private 227 addre
 
 from __future__ import annotations
 
+import heapq
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ftpkit.capture.events import DecidedBy, EndReason
 from ftpkit.capture.flows import OTHER, Flow, FlowTable
-from ftpkit.capture.model import Endpoint, Session
+from ftpkit.capture.model import Endpoint, Fate, Session
 from ftpkit.capture.packets import ACK, SUPPORTED_LINKTYPES, SYN, Segment, address, segment, tcp_header
-from ftpkit.capture.records import RecordReader
-from ftpkit.capture.sessions import Expectation, SessionBuilder
+from ftpkit.capture.records import Record
+from ftpkit.capture.sessions import FTP_VERBS, Expectation, SessionBuilder
 
-FTP_VERBS = frozenset({
-    "USER", "PASS", "ACCT", "CWD", "CDUP", "SMNT", "QUIT", "REIN", "PORT", "PASV", "TYPE", "STRU", "MODE", "RETR",
-    "STOR", "STOU", "APPE", "ALLO", "REST", "RNFR", "RNTO", "ABOR", "DELE", "RMD", "MKD", "PWD", "LIST", "NLST",
-    "SITE", "SYST", "STAT", "HELP", "NOOP", "FEAT", "OPTS", "AUTH", "PBSZ", "PROT", "CCC", "EPRT", "EPSV", "MLSD",
-    "MLST", "SIZE", "MDTM", "MFMT", "LANG", "HOST", "CLNT", "XCWD", "XCUP", "XPWD", "XMKD", "XRMD",
-})
-"""Commands that confirm a connection found by its content is FTP (an SMTP server greets with 220 too)."""
+if TYPE_CHECKING:
+    from ftpkit.capture.engine import Analyzer
+
+__all__ = ["FTP_VERBS", "MAIL_PORTS", "Options", "PointAnalysis"]
+
 MAIL_PORTS = frozenset({25, 465, 587, 2525})
 """Ports whose 220 greeting is SMTP's: never taken for FTP by content (``--ftp-port`` still can)."""
 
@@ -36,15 +40,24 @@ class Options:
     slow_reply: float = 5.0  # seconds
     max_flows: int = 100_000
     max_log: int = 10_000  # log lines kept per session
+    syn_timeout: float = 5.0  # seconds after which an unanswered SYN is reported (Linux retransmits at 1 and 3 s)
+    idle_end: float = 3600.0  # seconds without a packet after which an open session is ended
+    unanswered_end: float = 135.0  # the same for a control connection that never got an answer (Linux: 127 s)
 
 
-class FileAnalysis:
-    def __init__(self, name: str, options: Options) -> None:
+class PointAnalysis:
+    """One capture point: its own flows (the same connection seen at another point is another flow) and
+    sessions. ``file`` is what sessions found from now on are named after."""
+
+    def __init__(self, name: str, engine: Analyzer) -> None:
         self.name = name
-        self.options = options
-        self.table = FlowTable(options.max_flows)
+        self.file = name
+        self.engine = engine
+        self.options = engine.options
+        self.table = FlowTable(self.options.max_flows)
         self.expectations: dict[int, list[Expectation]] = {}
-        self.builders: list[tuple[SessionBuilder, bool]] = []  # (builder, found by port)
+        self.builders: dict[int, SessionBuilder] = {}  # open sessions by id
+        self.waiting: list[tuple[float, int, Flow, Expectation | SessionBuilder]] = []  # SYNs to decide, a heap
         self.segments = 0
         self.unsupported: dict[int, int] = {}
 
@@ -59,37 +72,84 @@ class FileAnalysis:
             if not waiting:
                 del self.expectations[exp.port]
 
+    def transfer_done(self, exp: Expectation, ts: float) -> None:
+        """The transfer's final reply came: an attempt still without an answer will not get one that matters."""
+        for flow in exp.flows:
+            self._unanswered(flow, exp, ts, "reply")
+
+    def confirmed(self, builder: SessionBuilder) -> None:
+        self.engine.session_started(builder)
+
+    def rejected(self, builder: SessionBuilder) -> None:
+        builder.done = True
+        builder.flow.owner = OTHER
+        for exp in builder.expectations:
+            self.close(exp)
+        self.builders.pop(id(builder), None)
+
+    def ended(self, builder: SessionBuilder, ts: float, reason: EndReason) -> None:
+        """The control connection ended: the session's facts and findings are final."""
+        if id(builder) not in self.builders:
+            return
+        del self.builders[id(builder)]
+        builder.flow.owner = OTHER  # its last ACKs are only counted
+        if reason == "idle":
+            self.table.remove(builder.flow)  # if it speaks again, it is a session seen from the middle
+        for exp in builder.expectations:
+            for flow in exp.flows:
+                self._unanswered(flow, exp, ts, "session-end")
+        builder.finish()
+        self.engine.session_ended(builder, ts, reason)
+
     # --- the loop -------------------------------------------------------------------------------------------------
-    def run(self, reader: RecordReader) -> None:
-        by_key = self.table.by_key
-        for ts, linktype, frame in reader:
-            h = tcp_header(linktype, frame)
-            if h is None:
-                if linktype not in SUPPORTED_LINKTYPES:
-                    self.unsupported[linktype] = self.unsupported.get(linktype, 0) + 1
-                continue
-            self.segments += 1
-            entry = by_key.get((h[0], h[2], h[1], h[3]))
-            if entry is not None and h[6] & (SYN | ACK) == SYN and entry[0].finished:
-                entry = None  # the same addresses and ports again, after the old connection ended: a new one
-            if entry is None:
-                seg = segment(frame, h)
-                flow, d = self._new_flow(ts, seg), 0
-                by_key = self.table.by_key  # the table may have been swept
-            else:
-                flow, d = entry
-                flow.packet(d, ts, h[4], h[6], h[8] - h[7])
-                owner = flow.owner
-                if owner is OTHER or owner.__class__ is Expectation:
-                    continue  # the fast path: a data connection or other traffic, counted already
-                seg = segment(frame, h)
-            owner = flow.owner
-            if owner is None:
-                if not seg.payload:
+    def run(self, records: Iterable[Record], until: float = math.inf) -> Record | None:
+        """Analyse ``records`` in order up to the first one later than ``until``, which is returned unread (None
+        when they ran out). A file read alone passes its whole iterator; a live capture each chunk's records."""
+        table, engine = self.table, self.engine
+        by_key = table.by_key
+        segments = 0
+        try:
+            for record in records:
+                ts, linktype, frame = record
+                if ts > until:
+                    return record
+                h = tcp_header(linktype, frame)
+                if h is None:
+                    if linktype not in SUPPORTED_LINKTYPES:
+                        self.unsupported[linktype] = self.unsupported.get(linktype, 0) + 1
                     continue
-                owner = self._probe(flow, d, seg)
-            if owner.__class__ is SessionBuilder:
-                owner.packet(d, ts, seg)
+                segments += 1
+                if ts >= engine.next_tick:
+                    engine.advance(ts)
+                    by_key = table.by_key
+                entry = by_key.get((h[0], h[2], h[1], h[3]))
+                if entry is not None and h[6] & (SYN | ACK) == SYN and entry[0].finished:
+                    entry = None  # the same addresses and ports again, after the old connection ended: a new one
+                if entry is None:
+                    seg = segment(frame, h)
+                    flow, d = self._new_flow(ts, seg), 0
+                    by_key = table.by_key  # the table may have been swept
+                else:
+                    flow, d = entry
+                    flow.packet(d, ts, h[4], h[6], h[8] - h[7])
+                    owner = flow.owner
+                    if owner is OTHER:
+                        continue  # the fast path: other traffic, or a data connection counted already
+                    if owner.__class__ is Expectation:
+                        if not flow.settled:
+                            self._data(flow, owner, ts)
+                        continue
+                    seg = segment(frame, h)
+                owner = flow.owner
+                if owner is None:
+                    if not seg.payload:
+                        continue
+                    owner = self._probe(flow, d, seg)
+                if owner.__class__ is SessionBuilder:
+                    owner.packet(d, ts, seg)
+        finally:
+            self.segments += segments
+        return None
 
     def _new_flow(self, ts: float, seg: Segment) -> Flow:
         flow = Flow(Endpoint(address(seg.src), seg.sport), Endpoint(address(seg.dst), seg.dport), ts)
@@ -97,11 +157,12 @@ class FileAnalysis:
         flow.packet(0, ts, seg.seq, seg.flags, seg.size)
         # A SYN goes to the responder, a SYN-ACK comes from it; mid-connection either side may have been called.
         responders = ([0] if seg.flags & ACK else [1]) if seg.flags & SYN else [1, 0]
-        ports = self.options.ftp_ports
-        for r in responders:
-            if flow.ep[r].port in ports:
-                self._start_session(flow, server_dir=r, by_port=True)
-                return flow
+        if seg.flags & SYN or seg.payload:  # a lone ACK, FIN or RST starts no session
+            ports = self.options.ftp_ports
+            for r in responders:
+                if flow.ep[r].port in ports:
+                    self._start_session(flow, server_dir=r, by_port=True)
+                    return flow
         for r in responders:
             if self._match(flow, r):
                 return flow
@@ -125,9 +186,14 @@ class FileAnalysis:
         flow.owner = best
         if flow.initiator is None:
             flow.initiator = 1 - r
+        self._data(flow, best, flow.first_ts)
         return True
 
     def _probe(self, flow: Flow, d: int, seg: Segment) -> object:
+        ports = self.options.ftp_ports
+        for r in (1, 0):  # mid-connection on a control port: the first payload starts the session
+            if flow.ep[r].port in ports:
+                return self._start_session(flow, server_dir=r, by_port=True)
         bit = 1 << d
         if flow.probed & bit:
             return OTHER if flow.probed == 3 else None
@@ -147,20 +213,71 @@ class FileAnalysis:
 
     def _start_session(self, flow: Flow, server_dir: int, by_port: bool) -> SessionBuilder:
         client, server = flow.ep[1 - server_dir], flow.ep[server_dir]
-        session = Session(0, self.name, client, server, flow.first_ts, flow.last_ts)
+        session = Session(0, self.file, client, server, flow.first_ts, flow.last_ts)
         builder = SessionBuilder(session, flow, 1 - server_dir, self, self.options.show_passwords,
-                                 self.options.max_log)
+                                 self.options.max_log, by_port=by_port, seq=self.engine.next_seq())
         flow.owner = builder
-        self.builders.append((builder, by_port))
+        self.builders[id(builder)] = builder
+        if by_port:
+            self.engine.session_started(builder)
+            if flow.syns and not flow.synack and flow.initiator == 1 - server_dir:
+                self._wait(flow, builder)
         return builder
 
-    def finish(self) -> list[Session]:
-        sessions = []
-        for builder, by_port in self.builders:
-            builder.finish()
-            session = builder.session
-            commands = session.commands()
-            if not by_port and commands and commands[0].verb not in FTP_VERBS:
-                continue  # a 220 greeting, but the client does not speak FTP (SMTP, say)
-            sessions.append(session)
-        return sessions
+    # --- deciding the fate of connections -------------------------------------------------------------------------
+    def _wait(self, flow: Flow, owner: Expectation | SessionBuilder) -> None:
+        deadline = (flow.syn_ts if flow.syn_ts is not None else flow.first_ts) + self.options.syn_timeout
+        heapq.heappush(self.waiting, (deadline, self.engine.next_seq(), flow, owner))
+        self.engine.wake_at(deadline)
+
+    def _data(self, flow: Flow, exp: Expectation, ts: float) -> None:
+        """A packet of a data connection whose fate is not settled: settle it if it tells."""
+        fate: Fate
+        if flow.synack or flow.hi[0] or flow.hi[1]:
+            fate = "established"
+        elif flow.rst_dir is not None and flow.rst_dir != flow.client_dir():
+            fate = "refused"
+        else:
+            if flow.syns and flow.verdict is None:
+                flow.verdict = "waiting"  # decided by the transfer's reply, the session's end or the time-out
+                self._wait(flow, exp)
+            return
+        flow.settled = True
+        if flow.verdict != fate:
+            flow.verdict = fate
+            self.engine.connection_decided(exp.session, exp.transfer, flow, fate, ts, "answer")
+
+    def _unanswered(self, flow: Flow, exp: Expectation, ts: float, by: DecidedBy) -> None:
+        if flow.settled or flow.verdict == "syn-unanswered" or not flow.syns:
+            return
+        if flow.synack or flow.hi[0] or flow.hi[1] or flow.rst_dir is not None:
+            self._data(flow, exp, ts)
+            return
+        flow.verdict = "syn-unanswered"
+        self.engine.connection_decided(exp.session, exp.transfer, flow, "syn-unanswered", ts, by)
+
+    def expire(self, now: float) -> float | None:
+        """Decide the SYNs whose time is up; the next deadline, if any."""
+        waiting = self.waiting
+        while waiting and waiting[0][0] <= now:
+            deadline, _, flow, owner = heapq.heappop(waiting)
+            if isinstance(owner, Expectation):
+                self._unanswered(flow, owner, deadline, "timeout")
+            elif not owner.done and not (flow.synack or flow.hi[0] or flow.hi[1] or flow.rst_dir is not None):
+                flow.verdict = "syn-unanswered"
+                self.engine.connection_decided(owner.session, None, flow, "syn-unanswered", deadline, "timeout")
+        return waiting[0][0] if waiting else None
+
+    def idle(self, now: float) -> None:
+        """End the sessions that have been quiet too long."""
+        opts = self.options
+        for builder in list(self.builders.values()):
+            flow = builder.flow
+            answered = flow.synack or flow.hi[0] or flow.hi[1] or flow.rst_dir is not None
+            limit = opts.idle_end if answered else opts.unanswered_end
+            if now - builder.last_activity() > limit:
+                self.ended(builder, builder.session.end, "idle")
+
+    def finish(self) -> list[SessionBuilder]:
+        """The open sessions, oldest first (the capture ended)."""
+        return sorted(self.builders.values(), key=lambda b: b.seq)

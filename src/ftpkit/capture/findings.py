@@ -7,8 +7,10 @@ shows, verbatim.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ftpkit.capture.model import DataConn, LogEntry, Session, Transfer
+from ftpkit.capture.model import DataConn, Endpoint, LogEntry, Session, Transfer
 from ftpkit.diagnosis import Finding
 from ftpkit.protocol.conversation import TRANSFER_COMMANDS
 
@@ -140,22 +142,37 @@ def _control(s: Session) -> list[Finding]:
     return []
 
 
-def session_findings(s: Session, slow_reply: float, others: list[Session] | None = None) -> list[Finding]:
-    """``others``: the other sessions of the same client address to the same server (for repeated failures)."""
+@dataclass(frozen=True, slots=True)
+class FailedLogins:
+    """What another session's failed logins add to the evidence (a session's own facts are not kept for it)."""
+
+    index: int
+    client: Endpoint
+    user: str
+    reply: str
+    count: int
+
+    @classmethod
+    def of(cls, s: Session) -> FailedLogins:
+        user, reply = s.login_failures[-1]
+        return cls(s.index, s.client, user, reply, len(s.login_failures))
+
+
+def session_findings(s: Session, slow_reply: float, others: Sequence[FailedLogins] = ()) -> list[Finding]:
+    """``others``: the failed logins of other sessions of the same client address to the same server (for
+    repeated failures)."""
     out = _control(s)
     for t in s.transfers:
         out += transfer_findings(s, t)
     if s.login_failures:
         user, reply = s.login_failures[-1]
         evidence = [f"#{s.index} {s.client}: USER {u} -> {r}" for u, r in s.login_failures[:MAX_EVIDENCE]]
-        for other in (others or [])[:MAX_EVIDENCE]:
-            if other is not s and other.login_failures:
-                u, r = other.login_failures[-1]
-                evidence.append(f"#{other.index} {other.client}: USER {u} -> {r} (x{len(other.login_failures)})")
+        for other in [o for o in others if o.index != s.index][:MAX_EVIDENCE]:
+            evidence.append(f"#{other.index} {other.client}: USER {other.user} -> {other.reply} (x{other.count})")
         out.append(Finding("login-failed", "warn" if s.logged_in else "fail", {"user": user, "reply": reply},
                            tuple(evidence)))
     out += _slow(s, slow_reply)
-    if s.encrypted_at is not None:
+    if s.still_encrypted:
         auth = [e.text for e in s.log if e.verb == "AUTH" or e.answers == "AUTH"]
         evidence = auth[:2] if auth else [f"{s.client} > {s.server}: 16 03 .. (TLS ClientHello)"]
         out.append(Finding("control-encrypted", "warn", {}, tuple(evidence)))

@@ -3,7 +3,8 @@
 Every TCP connection in the capture gets a :class:`Flow`: who sent the first SYN and how often, whether a SYN-ACK
 or a RST came back, and how many bytes went each way (measured in sequence space, so retransmitted and duplicated
 packets do not count twice). Payloads are never kept here: only control connections are reassembled, by their
-session. When the table is full the flows idle the longest are dropped from it (their owners keep them).
+session. When the table is full the flows idle the longest are dropped from it (their owners keep them); flows that
+ended or went quiet are swept out of it as the capture goes on, so a capture that runs for hours stays small.
 """
 
 from __future__ import annotations
@@ -18,16 +19,25 @@ HALF = 1 << 31
 SYN_REPEAT = 0.2
 """A SYN within this many seconds of the previous one is the same packet seen twice (two interfaces), not a
 retransmission: TCP's first retransmission timeout is one second."""
+FINISHED_KEEP = 60.0
+"""Seconds a flow stays in the table after it ended (its last ACK, a retransmitted FIN still find it)."""
+QUIET_KEEP = 900.0
+"""Seconds without a packet after which a flow that is no FTP connection leaves the table."""
+OWNED_KEEP = 3600.0
+"""The same for a data connection that has not ended (its transfer keeps the counters anyway)."""
 
 
 class Flow:
     """One TCP connection. Direction 0 is the sender of the first packet seen, 1 its peer."""
 
-    __slots__ = ("data_first", "data_last", "ends", "ep", "first_ts", "hi", "hi32", "initiator", "isn", "last_syn",
-                 "last_ts", "owner", "probed", "rst_dir", "syn_ts", "synack", "syns")
+    __slots__ = ("data_first", "data_last", "ends", "ep", "first_ts", "hi", "hi32", "initiator", "isn", "key",
+                 "last_syn", "last_ts", "owner", "probed", "rst_dir", "settled", "syn_ts", "synack", "syns", "verdict")
 
     def __init__(self, ep0: Endpoint, ep1: Endpoint, ts: float) -> None:
         self.ep = (ep0, ep1)
+        self.key: tuple[bytes, int, bytes, int] | None = None  # the table's key of direction 0
+        self.settled = False  # a data connection whose fate is decided for good (established, refused)
+        self.verdict: str | None = None  # the fate last reported for it
         self.first_ts = self.last_ts = ts
         self.initiator: int | None = None
         self.syns = 0
@@ -127,12 +137,46 @@ class FlowTable:
 
     def add(self, key: tuple[bytes, int, bytes, int], flow: Flow) -> None:
         src, sport, dst, dport = key
+        flow.key = key
         self.by_key[key] = (flow, 0)
         self.by_key[(dst, dport, src, sport)] = (flow, 1)
         self.count += 1
         self.created += 1
         if self.count > self.next_sweep:
             self._evict()
+
+    def remove(self, flow: Flow) -> None:
+        """Forget ``flow``: a later packet of the same addresses and ports is a new flow."""
+        if flow.key is None:
+            return
+        src, sport, dst, dport = flow.key
+        for key in (flow.key, (dst, dport, src, sport)):
+            entry = self.by_key.get(key)
+            if entry is not None and entry[0] is flow:
+                del self.by_key[key]
+        self.count -= 1
+        flow.key = None
+
+    def sweep(self, now: float, busy: Any) -> int:
+        """Drop flows that ended a while ago or went quiet (``busy``: the owner of control connections, which
+        leave with their session). Returns how many were dropped."""
+        drop = []
+        for flow, d in self.by_key.values():
+            if d:
+                continue
+            owner = flow.owner
+            if owner.__class__ is busy:
+                continue
+            idle = now - flow.last_ts
+            if flow.finished:
+                if idle > FINISHED_KEEP:
+                    drop.append(flow)
+            elif idle > (QUIET_KEEP if owner is None or owner is OTHER else OWNED_KEEP):
+                drop.append(flow)
+        for flow in drop:
+            self.remove(flow)
+        self.evicted += len(drop)
+        return len(drop)
 
     def _evict(self) -> None:
         """Drop the least recently active half of the flows (amortised: one sweep per ``limit / 2`` new flows).
@@ -141,6 +185,8 @@ class FlowTable:
         idle = [f for f in flows.values() if f.owner is None or f.owner is OTHER or f.finished]
         idle.sort(key=lambda f: f.last_ts)
         drop = {id(f) for f in idle[: len(flows) // 2]}
+        for f in idle[: len(flows) // 2]:
+            f.key = None
         self.by_key = {k: v for k, v in self.by_key.items() if id(v[0]) not in drop}
         self.count = len(flows) - len(drop)
         self.evicted += len(drop)

@@ -153,6 +153,7 @@ class Session:
     log_dropped: int = 0
     transfers: list[Transfer] = field(default_factory=list)
     encrypted_at: float | None = None
+    clear_at: float | None = None  # back in clear text after CCC
     tls_from_start: bool = False
     started_at_syn: bool = False
     greeted: bool = False
@@ -164,6 +165,11 @@ class Session:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    @property
+    def still_encrypted(self) -> bool:
+        """Encrypted when the session ended (AUTH TLS without CCC, or TLS from the first byte)."""
+        return self.encrypted_at is not None and self.clear_at is None
 
     def commands(self) -> list[LogEntry]:
         return [e for e in self.log if e.side == "client"]

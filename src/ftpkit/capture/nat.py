@@ -6,6 +6,11 @@ within ``WINDOW`` seconds, but their address pairs differ; when both sides saw t
 sequence number (which NAT keeps) must agree too. The client's side is decided by timing, which is immune
 to a clock offset between two capturing machines: commands are seen first on the client's side and replies first
 on the server's side, so the sum of the two median lags is positive from the client's side.
+
+:class:`NatMatcher` does it as sessions end: a session is paired at once with an ended one whose client initial
+sequence number is the same; the others wait (at most ``WINDOW`` seconds of capture time, at most ``POOL`` of them)
+and are matched by commands and timing when they leave the pool or the capture ends. Twins differ in an address
+(translation changes one): two sessions between the same two addresses are two sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ftpkit.capture.model import LogEntry, NatPair, Session
 from ftpkit.diagnosis import Finding
 
 WINDOW = 300.0
+POOL = 2000
 ANNOUNCING = frozenset({"PORT", "EPRT"})
 
 
@@ -55,8 +61,7 @@ def match_sessions(sessions: list[Session]) -> list[NatPair]:
         free = sorted(group, key=lambda s: s.start)
         while len(free) >= 2:
             a = free.pop(0)
-            candidates = [b for b in free if (b.client, b.server) != (a.client, a.server)
-                          and abs(b.start - a.start) <= WINDOW]
+            candidates = [b for b in free if _twins(a, b, WINDOW)]
             if not candidates:
                 continue
             # The client's initial sequence number survives NAT (address translation does not renumber): when
@@ -99,3 +104,99 @@ def _pair(inside: Session, outside: Session) -> NatPair:
                                      (f"#{inside.index} {inside.client} > {inside.server}",
                                       f"#{outside.index} {outside.client} > {outside.server}", *unchanged[:4])))
     return pair
+
+
+class NatMatcher:
+    """Pairs sessions as they end, each in constant time; memory bounded by ``WINDOW`` seconds and ``POOL``
+    sessions."""
+
+    def __init__(self, window: float = WINDOW, limit: int = POOL) -> None:
+        self.window = window
+        self.limit = limit
+        self.pool: dict[int, tuple[tuple, Session]] = {}  # id -> (signature, session), in the order they ended
+        self.by_isn: dict[tuple[tuple, int], list[Session]] = {}
+        self.by_sig: dict[tuple, dict[tuple[str, str], list[Session]]] = {}  # signature -> address pair -> ...
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def add(self, s: Session, now: float) -> list[NatPair]:
+        """``s`` ended: its pair if an ended session has the same commands and the same client ISN; the pairs of
+        sessions that waited too long."""
+        sig = _signature(s)
+        if len(sig) < 2:
+            return self.expire(now)
+        if s.client_isn is not None:
+            same = [c for c in self.by_isn.get((sig, s.client_isn), ()) if _twins(c, s, self.window)]
+            if same:
+                b = min(same, key=lambda c: abs(c.start - s.start))
+                self._remove(b)
+                inside, outside = (s, b) if _inside_first(s, b) else (b, s)
+                return [_pair(inside, outside), *self.expire(now)]
+        self.pool[id(s)] = (sig, s)
+        if s.client_isn is not None:
+            self.by_isn.setdefault((sig, s.client_isn), []).append(s)
+        self.by_sig.setdefault(sig, {}).setdefault((s.client.ip, s.server.ip), []).append(s)
+        return self.expire(now)
+
+    def _remove(self, s: Session) -> tuple:
+        sig, _ = self.pool.pop(id(s))
+        if s.client_isn is not None:
+            _drop(self.by_isn, (sig, s.client_isn), s)
+        pairs = self.by_sig[sig]
+        _drop(pairs, (s.client.ip, s.server.ip), s)
+        if not pairs:
+            del self.by_sig[sig]
+        return sig
+
+    def expire(self, now: float) -> list[NatPair]:
+        """Sessions that ended more than ``window`` seconds ago (or beyond the pool's size) leave the pool; one that
+        pairs by commands and timing alone with a session still waiting (at another address) is paired first."""
+        pairs: list[NatPair] = []
+        while self.pool:
+            sig, s = next(iter(self.pool.values()))
+            if s.end >= now - self.window and len(self.pool) <= self.limit:
+                break
+            self._remove(s)
+            candidates: list[Session] = []
+            for addresses, group in self.by_sig.get(sig, {}).items():
+                if addresses != (s.client.ip, s.server.ip):
+                    candidates += group[-SCAN:]
+            found = match_sessions([s, *candidates[-SCAN:]]) if candidates else []
+            for pair in found:
+                other = pair.outside if pair.inside is s else pair.inside
+                if other is s or id(other) not in self.pool:
+                    continue
+                self._remove(other)
+                pairs.append(pair)
+                break
+        return pairs
+
+    def drain(self) -> list[NatPair]:
+        """The capture ended: pair what can be paired among the sessions still waiting."""
+        pairs = match_sessions([s for _, s in self.pool.values()])
+        self.pool.clear()
+        self.by_isn.clear()
+        self.by_sig.clear()
+        return pairs
+
+
+SCAN = 256
+"""Sessions at other addresses a session leaving the pool is compared with, at most."""
+
+
+def _twins(a: Session, b: Session, window: float) -> bool:
+    """Could be the same session on both sides of a NAT: address translation changed an address."""
+    return (a.client.ip, a.server.ip) != (b.client.ip, b.server.ip) and abs(a.start - b.start) <= window
+
+
+def _drop(index: dict, key: object, s: Session) -> None:
+    group = index.get(key)
+    if group is None:
+        return
+    for i, x in enumerate(group):
+        if x is s:
+            del group[i]
+            break
+    if not group:
+        del index[key]

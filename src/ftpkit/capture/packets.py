@@ -18,6 +18,11 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 _TCP = struct.Struct("!HHIIBB")
 _U16 = struct.Struct("!H")
+_V4_TCP = struct.Struct("!BxHxxHxB2x4s4sHHIIBB")
+"""An IPv4 header without options and the TCP header after it, in one go: version and length, total length,
+fragment field, protocol, addresses, ports, sequence and acknowledgement numbers, data offset, flags."""
+_FAST = {ETHERNET: (12, b"\x08\x00", 14), LINUX_SLL: (14, b"\x08\x00", 16), LINUX_SLL2: (0, b"\x08\x00", 20)}
+"""Link types whose IPv4 frames take the fast path: where the protocol field is, its IPv4 value, where IP starts."""
 _IPV6_SKIP = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 
 
@@ -60,7 +65,16 @@ Header = tuple[bytes, bytes, int, int, int, int, int, int, int]
 def tcp_header(linktype: int, frame: bytes) -> Header | None:
     """The TCP header fields of a frame and where its payload lies, or ``None``. ``end`` is where the IP header
     says the payload ends; it lies beyond the frame when the capture cut the packet short (snaplen)."""
-    if linktype == ETHERNET and frame[12:14] == b"\x08\x00":  # the common case first
+    fast = _FAST.get(linktype)
+    if fast is not None and len(frame) >= fast[2] + 40:  # IPv4 without options: one unpack (the common case)
+        at, ipv4, o = fast
+        if frame[at:at + 2] == ipv4:
+            vi, total, frag, proto, src, dst, sport, dport, seq, ack, off, flags = _V4_TCP.unpack_from(frame, o)
+            if vi == 0x45 and proto == 6 and not frag & 0x1FFF:
+                start = o + 20 + (off >> 4) * 4
+                end = o + total if total else len(frame)
+                return src, dst, sport, dport, seq, ack, flags, start, end if end > start else start
+    if linktype == ETHERNET and frame[12:14] == b"\x08\x00":
         o = 14
     else:
         o = ip_offset(linktype, frame)

@@ -1,15 +1,16 @@
-"""Capture files as a stream of records: pcap (micro- and nanosecond, either byte order), pcapng (several sections
-and interfaces, each with its own link type and time resolution), either of them gzip-compressed.
+"""Captures as a stream of records: pcap (micro- and nanosecond, either byte order), pcapng (several sections and
+interfaces, each with its own link type and time resolution), files either of them gzip-compressed.
 
-Records are read in large chunks and cut with ``struct.unpack_from``; memory stays at one chunk plus one record
-whatever the file's size. Damage is reported as :class:`CaptureError` with the byte offset and the number of
-packets read before it, after every good record has been yielded.
+:class:`RecordParser` is incremental: bytes go in as they come (a file read in large chunks, or a capture tool's
+pipe, a few packets at a time) and every record that is whole comes out; what is left of a record waits for the
+next bytes. Records are cut with ``struct.unpack_from``; memory stays at one chunk plus one record whatever the
+capture's size. Damage is reported as :class:`CaptureError` with the byte offset and the number of packets read
+before it, after every good record has been yielded. :class:`RecordReader` reads a file through it.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -39,172 +40,143 @@ class CaptureError(Exception):
         self.packets = packets
 
 
-Stream = io.BufferedReader | gzip.GzipFile
-"""A capture file as read: both kinds offer ``read1`` (one read of the underlying file at most)."""
+class RecordParser:
+    """Bytes in, records out. ``feed(data)`` yields every record that ``data`` completes (iterate it to the end
+    before feeding more); ``finish()`` says whether the input ended inside a record."""
 
-
-def _open(path: Path) -> tuple[Stream, bool]:
-    raw = path.open("rb")
-    if raw.read(2) == GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb"), True
-    raw.seek(0)
-    return raw, False
-
-
-class RecordReader:
-    """Iterate over the records of one file. ``packets`` and ``offset`` say how far it got."""
-
-    _stream: Stream  # set when iteration starts
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.name = str(path)
+    def __init__(self, name: str, compressed: bool = False) -> None:
+        self.name = name
+        self.compressed = compressed
         self.packets = 0
-        self.offset = 0
-        self.compressed = False
         self.format = "?"
-        self._damage_gzip: str | None = None
-        self._buf = b""  # buffered input; self._pos is the next byte in it, self._base its offset in the stream
-        self._pos = 0
-        self._base = 0
-        self._eof = False
+        self.linktypes: set[int] = set()
+        self.received = 0  # bytes fed so far
+        self._buf = b""  # bytes not yet parsed: the start of a record
+        self._base = 0  # stream offset of self._buf[0]
+        self._kind = ""  # "", "pcap" or "pcapng" once the header is read
+        # pcap
+        self._linktype = 0
+        self._unit = 1e-6
+        self._rec = struct.Struct("<IIII")
+        # pcapng
+        self._order = "<"
+        self._ifaces: list[tuple[int, float, int]] = []  # (link type, seconds per tick, offset in seconds)
+        self._layouts = {o: (struct.Struct(o + "II"), struct.Struct(o + "IIII")) for o in "<>"}
 
-    # --- the buffer ----------------------------------------------------------------------------------------------
-    def _fill(self, need: int) -> bool:
-        """Make sure ``need`` bytes are buffered at ``self._pos``; False at the end of the input."""
-        have = len(self._buf) - self._pos
-        if have >= need:
-            return True
-        parts = [self._buf[self._pos:]]
-        while have < need:
-            try:
-                data = self._stream.read1(max(CHUNK, need - have))
-            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-                self._eof = True
-                self._buf, self._base, self._pos = b"".join(parts), self._base + self._pos, 0
-                truncated = isinstance(exc, EOFError)
-                self._damage_gzip = "truncated gzip stream" if truncated else f"damaged gzip stream ({exc})"
-                return False
-            if not data:
-                self._eof = True
-                break
-            parts.append(data)
-            have += len(data)
-        self._base += self._pos
-        self._buf, self._pos = b"".join(parts), 0
-        return have >= need
-
-    def _fail(self, what: str) -> CaptureError:
-        where = self._base + self._pos
-        gz = self._damage_gzip
-        if gz:
-            where = self._base + len(self._buf)
-            return CaptureError(self.name, f"{gz} at byte {where} of the uncompressed data; {self.packets} packets "
-                                "read before it", self.packets)
+    # --- errors --------------------------------------------------------------------------------------------------
+    def error(self, what: str, where: int | None = None) -> CaptureError:
+        at = self._base if where is None else where
         of = " of the uncompressed data" if self.compressed else ""
-        return CaptureError(self.name, f"{what} at byte {where}{of}; {self.packets} packets read before it",
+        return CaptureError(self.name, f"{what} at byte {at}{of}; {self.packets} packets read before it",
                             self.packets)
 
-    # --- iteration -----------------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Record]:
-        try:
-            stream, self.compressed = _open(self.path)
-        except OSError as exc:
-            raise CaptureError(self.name, exc.strerror or str(exc)) from None
-        with stream:
-            self._stream, self._buf, self._pos, self._base, self._eof = stream, b"", 0, 0, False
-            if not self._fill(4):
-                if self._buf or self._damage_gzip:
-                    raise self._fail("file too short for a capture header")
+    def stream_error(self, what: str) -> CaptureError:
+        """The input itself broke (a damaged gzip stream): where it stopped, after the records before it."""
+        return CaptureError(self.name, f"{what} at byte {self.received} of the uncompressed data; {self.packets} "
+                            "packets read before it", self.packets)
+
+    def finish(self) -> None:
+        """The input ended: raise if it ended inside the header or a record."""
+        left = len(self._buf)
+        if self._kind == "":
+            if self.received == 0:
                 raise CaptureError(self.name, "empty file")
-            magic = self._buf[:4]
+            if left < 4:
+                raise self.error("file too short for a capture header")
+            raise self.error("truncated file header")
+        if not left:
+            return
+        if self._kind == "pcap":
+            raise self.error("truncated record header" if left < 16 else "truncated record")
+        raise self.error("truncated block header" if left < 12 else "truncated block")
+
+    # --- parsing -------------------------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> Iterator[Record]:
+        """The records ``data`` completes (the header is read at once; records as the result is iterated)."""
+        self.received += len(data)
+        buf = self._buf + data if self._buf else data
+        self._buf = buf
+        if not self._kind:
+            if len(buf) < 4:
+                return iter(())
+            magic = buf[:4]
             if magic in PCAP_MAGICS:
-                self.format = "pcap"
-                yield from self._pcap(*PCAP_MAGICS[magic])
+                if len(buf) < 24:
+                    return iter(())
+                order, self._unit = PCAP_MAGICS[magic]
+                self._linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF
+                self.linktypes.add(self._linktype)
+                self._rec = struct.Struct(order + "IIII")
+                self._kind = self.format = "pcap"
+                self._buf, self._base = buf[24:], self._base + 24
             elif magic == PCAPNG_SHB:
-                self.format = "pcapng"
-                yield from self._pcapng()
+                self._kind = self.format = "pcapng"
             else:
                 raise CaptureError(self.name, f"not a pcap or pcapng file (it starts with {magic.hex(' ')})")
+        return self._pcap() if self._kind == "pcap" else self._pcapng()
 
-    def _pcap(self, order: str, unit: float) -> Iterator[Record]:
-        if not self._fill(24):
-            raise self._fail("truncated file header")
-        linktype = struct.unpack_from(order + "I", self._buf, 20)[0] & 0x0FFFFFFF
-        self._pos += 24
-        rec = struct.Struct(order + "IIII")
-        unpack_from = rec.unpack_from
-        while True:
-            buf, pos = self._buf, self._pos
-            if pos + 16 > len(buf) and not self._fill(16):
-                if len(self._buf) - self._pos:
-                    raise self._fail("truncated record header")
-                return
-            buf, pos = self._buf, self._pos
-            sec, frac, caplen, _ = unpack_from(buf, pos)
-            if caplen > MAX_RECORD:
-                raise self._fail(f"corrupt record (length {caplen})")
-            end = pos + 16 + caplen
-            if end > len(buf):
-                if not self._fill(16 + caplen):
-                    raise self._fail("truncated record")
-                buf, pos = self._buf, self._pos
+    def _pcap(self) -> Iterator[Record]:
+        buf, pos, end_of_buf = self._buf, 0, len(self._buf)
+        unpack_from, linktype, unit = self._rec.unpack_from, self._linktype, self._unit
+        try:
+            while pos + 16 <= end_of_buf:
+                sec, frac, caplen, _ = unpack_from(buf, pos)
+                if caplen > MAX_RECORD:
+                    raise self.error(f"corrupt record (length {caplen})", self._base + pos)
                 end = pos + 16 + caplen
-            self._pos = end
-            self.packets += 1
-            yield sec + frac * unit, linktype, buf[pos + 16:end]
+                if end > end_of_buf:
+                    break
+                self.packets += 1
+                yield sec + frac * unit, linktype, buf[pos + 16:end]
+                pos = end
+        finally:
+            self._buf, self._base = buf[pos:], self._base + pos
 
     def _pcapng(self) -> Iterator[Record]:
-        order = "<"
-        ifaces: list[tuple[int, float, int]] = []  # (link type, seconds per tick, offset in seconds)
-        layouts = {o: (struct.Struct(o + "II"), struct.Struct(o + "IIII")) for o in "<>"}
-        head, epb = layouts[order]
-        while True:
-            buf, pos = self._buf, self._pos
-            if pos + 12 > len(buf):
-                if not self._fill(12):
-                    if len(self._buf) - self._pos:
-                        raise self._fail("truncated block header")
-                    return
-                buf, pos = self._buf, self._pos
-            kind, length = head.unpack_from(buf, pos)
-            if kind == 0x0A0D0D0A:  # a section header: its byte-order magic decides the order from here on
-                bom = buf[pos + 8:pos + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    order = ">"
-                else:
-                    raise self._fail("bad byte-order magic in a section header")
-                head, epb = layouts[order]
+        buf, pos, end_of_buf = self._buf, 0, len(self._buf)
+        head, epb = self._layouts[self._order]
+        try:
+            while pos + 12 <= end_of_buf:
                 kind, length = head.unpack_from(buf, pos)
-                ifaces = []
-            if length < 12 or length % 4 or length > MAX_RECORD:
-                raise self._fail(f"corrupt block (length {length})")
-            if pos + length > len(buf):
-                if not self._fill(length):
-                    raise self._fail("truncated block")
-                buf, pos = self._buf, self._pos
-            self._pos = pos + length
-            if kind == 6 or kind == 2:  # enhanced packet block; obsolete packet block
-                if kind == 6:
-                    iface, high, low, caplen = epb.unpack_from(buf, pos + 8)
-                else:
-                    iface, _, high, low, caplen = struct.unpack_from(order + "HHIII", buf, pos + 8)
-                if iface >= len(ifaces) or 28 + caplen > length:
-                    raise self._fail(f"bad packet block (interface {iface}, length {caplen})")
-                linktype, tick, offset = ifaces[iface]
-                self.packets += 1
-                yield offset + ((high << 32) | low) * tick, linktype, buf[pos + 28:pos + 28 + caplen]
-            elif kind == 3:  # simple packet block: interface 0, no time stamp
-                if not ifaces:
-                    raise self._fail("packet block before any interface description")
-                caplen = min(struct.unpack_from(order + "I", buf, pos + 8)[0], length - 16)
-                self.packets += 1
-                yield 0.0, ifaces[0][0], buf[pos + 12:pos + 12 + caplen]
-            elif kind == 1:
-                ifaces.append(_interface(buf[pos:pos + length], order))
+                if kind == 0x0A0D0D0A:  # a section header: its byte-order magic decides the order from here on
+                    bom = buf[pos + 8:pos + 12]
+                    if bom == b"\x4d\x3c\x2b\x1a":
+                        self._order = "<"
+                    elif bom == b"\x1a\x2b\x3c\x4d":
+                        self._order = ">"
+                    else:
+                        raise self.error("bad byte-order magic in a section header", self._base + pos)
+                    head, epb = self._layouts[self._order]
+                    kind, length = head.unpack_from(buf, pos)
+                    self._ifaces = []
+                if length < 12 or length % 4 or length > MAX_RECORD:
+                    raise self.error(f"corrupt block (length {length})", self._base + pos)
+                if pos + length > end_of_buf:
+                    break
+                block_at, pos = pos, pos + length
+                if kind == 6 or kind == 2:  # enhanced packet block; obsolete packet block
+                    if kind == 6:
+                        iface, high, low, caplen = epb.unpack_from(buf, block_at + 8)
+                    else:
+                        iface, _, high, low, caplen = struct.unpack_from(self._order + "HHIII", buf, block_at + 8)
+                    if iface >= len(self._ifaces) or 28 + caplen > length:
+                        raise self.error(f"bad packet block (interface {iface}, length {caplen})",
+                                         self._base + block_at)
+                    linktype, tick, offset = self._ifaces[iface]
+                    self.packets += 1
+                    yield offset + ((high << 32) | low) * tick, linktype, buf[block_at + 28:block_at + 28 + caplen]
+                elif kind == 3:  # simple packet block: interface 0, no time stamp
+                    if not self._ifaces:
+                        raise self.error("packet block before any interface description", self._base + block_at)
+                    caplen = min(struct.unpack_from(self._order + "I", buf, block_at + 8)[0], length - 16)
+                    self.packets += 1
+                    yield 0.0, self._ifaces[0][0], buf[block_at + 12:block_at + 12 + caplen]
+                elif kind == 1:
+                    iface_info = _interface(buf[block_at:block_at + length], self._order)
+                    self._ifaces.append(iface_info)
+                    self.linktypes.add(iface_info[0])
+        finally:
+            self._buf, self._base = buf[pos:], self._base + pos
 
 
 def _interface(block: bytes, order: str) -> tuple[int, float, int]:
@@ -223,3 +195,61 @@ def _interface(block: bytes, order: str) -> tuple[int, float, int]:
             offset = struct.unpack(order + "q", value)[0]
         pos += 4 + size + (-size % 4)
     return linktype, tick, offset
+
+
+class RecordReader:
+    """Iterate over the records of one file (plain or gzip). ``packets``, ``format`` and ``linktypes`` say what was
+    read; ``chunk`` is how much is read at a time."""
+
+    def __init__(self, path: str | Path, chunk: int = CHUNK) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.chunk = chunk
+        self.compressed = False
+        self.parser = RecordParser(self.name)
+
+    @property
+    def packets(self) -> int:
+        return self.parser.packets
+
+    @property
+    def format(self) -> str:
+        return self.parser.format
+
+    @property
+    def linktypes(self) -> set[int]:
+        return self.parser.linktypes
+
+    def __iter__(self) -> Iterator[Record]:
+        try:
+            raw = self.path.open("rb")
+        except OSError as exc:
+            raise CaptureError(self.name, exc.strerror or str(exc)) from None
+        with raw:
+            if raw.read(2) == GZIP_MAGIC:
+                raw.seek(0)
+                stream: gzip.GzipFile | None = gzip.GzipFile(fileobj=raw, mode="rb")
+                self.compressed = self.parser.compressed = True
+            else:
+                raw.seek(0)
+                stream = None
+            read = stream.read1 if stream is not None else raw.read1
+            parser = self.parser
+            while True:
+                try:
+                    data = read(self.chunk)
+                except EOFError:
+                    raise parser.stream_error("truncated gzip stream") from None
+                except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+                    raise parser.stream_error(f"damaged gzip stream ({exc})") from None
+                if not data:
+                    break
+                yield from parser.feed(data)
+            parser.finish()
+
+    def first_timestamp(self) -> float | None:
+        """The time stamp of the first record (reading as little as it can), or ``None`` for a file without one;
+        raises :class:`CaptureError` for a file that cannot be read."""
+        for ts, _, _ in self:
+            return ts
+        return None

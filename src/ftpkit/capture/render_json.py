@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftpkit.capture.diagram import clock
-from ftpkit.capture.model import DataConn, Endpoint, LogEntry, Report, Session, Transfer
+from ftpkit.capture.model import DataConn, Endpoint, LogEntry, NatPair, Report, Session, Transfer
 
 SCHEMA = 1
 
@@ -83,11 +83,12 @@ def wireshark_fields(t: Transfer, client: str | None = None, server: str | None 
     return out
 
 
-def _session(s: Session, lang: str, show_passwords: bool) -> dict[str, Any]:
+def session_json(s: Session, lang: str, show_passwords: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "index": s.index, "file": s.file, "client": _ep(s.client), "server": _ep(s.server), "user": s.user,
         "logged_in": s.logged_in, "start": s.start, "start_utc": clock(s.start), "duration": round(s.duration, 6),
-        "started_at_syn": s.started_at_syn, "encrypted_at": s.encrypted_at, "bytes_missing": s.bytes_missing,
+        "started_at_syn": s.started_at_syn, "encrypted_at": s.encrypted_at, "clear_at": s.clear_at,
+        "bytes_missing": s.bytes_missing,
         "log_dropped": s.log_dropped, "login_failures": len(s.login_failures),
         "log": [_entry(e, s.start) for e in s.log],
         "transfers": [_transfer(t, s) for t in s.transfers],
@@ -108,8 +109,20 @@ def to_json(report: Report) -> dict[str, Any]:
                     "findings": len(report.findings), "problems": len(report.problems),
                     "exit_code": report.exit_code, "tcp_segments": report.tcp_segments,
                     "tcp_connections": report.flows},
-        "sessions": [_session(s, lang, report.show_passwords) for s in report.sessions],
-        "nat_pairs": [{"inside": p.inside.index, "outside": p.outside.index,
-                       "rewrites": [{"sent": a, "received": b} for a, b in p.rewrites],
-                       "findings": [f.to_json(lang) for f in p.findings]} for p in report.nat_pairs],
+        "sessions": [session_json(s, lang, report.show_passwords) for s in report.sessions],
+        "nat_pairs": [nat_pair_json(p, lang) for p in report.nat_pairs],
     }
+
+
+def nat_pair_json(p: NatPair, lang: str) -> dict[str, Any]:
+    return {"inside": p.inside.index, "outside": p.outside.index,
+            "rewrites": [{"sent": a, "received": b} for a, b in p.rewrites],
+            "findings": [f.to_json(lang) for f in p.findings]}
+
+
+def conn_json(c: DataConn) -> dict[str, Any]:
+    return _conn(c)
+
+
+def endpoint_json(ep: Endpoint | None) -> dict[str, Any] | None:
+    return _ep(ep)

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ftpkit.capture.diagram import Row, clock, fate_text, label, rate, rows, size
-from ftpkit.capture.model import Report, Session, Transfer
+from ftpkit.capture.model import NatPair, Report, Session, Transfer
 from ftpkit.diagnosis import Finding, catalog
 
 ARROWS = {"c2s": "--->", "s2c": "<---", "data-c2s": "===>", "data-s2c": "<===", "note": "  ! "}
@@ -33,12 +33,7 @@ def render(report: Report, console: Console) -> None:
         out()
         out(Text(label(lang, "nat"), style="bold underline"))
         for pair in report.nat_pairs:
-            out(Text("  " + label(lang, "nat-pair", inside=pair.inside.index, outside=pair.outside.index)),
-                soft_wrap=True)
-            for sent, received in pair.rewrites:
-                out(Text("    " + label(lang, "rewrite", sent=sent, received=received)), soft_wrap=True)
-            for finding in pair.findings:
-                _finding(finding, lang, console)
+            nat_pair_block(pair, console, lang)
     out()
     problems = len(report.problems)
     if problems:
@@ -48,13 +43,17 @@ def render(report: Report, console: Console) -> None:
 
 
 def _session(report: Report, s: Session, console: Console) -> None:
-    lang = report.lang
+    session_block(s, console, report.lang, report.show_passwords)
+
+
+def session_block(s: Session, console: Console, lang: str, show_passwords: bool = False) -> None:
+    """One session: header, facts, the sequence diagram, the transfers and the findings."""
     out = console.print
     head = Text(label(lang, "session", index=s.index), style="bold underline")
     head.append(f"  {s.client} -> {s.server}", style="bold")
     out(head, soft_wrap=True)
     facts = [f"{label(lang, 'user')}: {s.user if s.user is not None else '-'}"]
-    if report.show_passwords and s.password is not None:
+    if show_passwords and s.password is not None:
         facts[0] += f" / {s.password}"
     facts += [f"{label(lang, 'start')}: {clock(s.start)}", f"{label(lang, 'duration')}: {s.duration:.3f} s",
               f"{label(lang, 'file')}: {s.file}"]
@@ -79,6 +78,15 @@ def _session(report: Report, s: Session, console: Console) -> None:
             _finding(finding, lang, console)
     else:
         out(Text("  " + label(lang, "no-problem"), style="green"))
+
+
+def nat_pair_block(pair: NatPair, console: Console, lang: str) -> None:
+    out = console.print
+    out(Text("  " + label(lang, "nat-pair", inside=pair.inside.index, outside=pair.outside.index)), soft_wrap=True)
+    for sent, received in pair.rewrites:
+        out(Text("    " + label(lang, "rewrite", sent=sent, received=received)), soft_wrap=True)
+    for finding in pair.findings:
+        _finding(finding, lang, console)
 
 
 def _row(row: Row, start: float) -> Text:

@@ -4,6 +4,11 @@ The client's bytes go through a :class:`~ftpkit.protocol.CommandReader`; every c
 :class:`~ftpkit.protocol.ClientConversation`, which is fed the server's bytes and pairs each reply with the command
 it answers. Announcements (PORT/EPRT commands, 227/229 replies) are decoded by the protocol core's host-port codecs
 and registered as expectations, so the data connection that follows can be matched to its transfer.
+
+The builder tells its hub (the capture point it belongs to) what happens as it happens: a session found by its
+content is confirmed (its first command is FTP) or rejected, a transfer's final reply came, the control connection
+ended. After AUTH TLS each direction is walked record by record (:mod:`ftpkit.capture.tlsrecords`), so the clear
+text after CCC is read again.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ftpkit.capture.events import EndReason
 from ftpkit.capture.flows import Flow
 from ftpkit.capture.model import Endpoint, LogEntry, Session, Transfer
-from ftpkit.capture.packets import ACK, SYN, Segment
+from ftpkit.capture.packets import ACK, FIN, RST, SYN, Segment
 from ftpkit.capture.reassembly import Chunk, Reassembler
+from ftpkit.capture.tlsrecords import COMMAND_START, REPLY_START, TLSRecords
 from ftpkit.protocol import (
     BadLine,
     ClientConversation,
@@ -35,9 +42,14 @@ from ftpkit.protocol import (
 from ftpkit.protocol.conversation import TRANSFER_COMMANDS
 
 UPLOADS = frozenset({"STOR", "STOU", "APPE"})
-_COMMAND_START = re.compile(rb"[A-Za-z]{3,4}(?: |\r|\n)")
-_REPLY_START = re.compile(rb"[1-5][0-9][0-9][ -]")
 _TLS_RECORD = re.compile(rb"\x16\x03[\x00-\x04]")
+FTP_VERBS = frozenset({
+    "USER", "PASS", "ACCT", "CWD", "CDUP", "SMNT", "QUIT", "REIN", "PORT", "PASV", "TYPE", "STRU", "MODE", "RETR",
+    "STOR", "STOU", "APPE", "ALLO", "REST", "RNFR", "RNTO", "ABOR", "DELE", "RMD", "MKD", "PWD", "LIST", "NLST",
+    "SITE", "SYST", "STAT", "HELP", "NOOP", "FEAT", "OPTS", "AUTH", "PBSZ", "PROT", "CCC", "EPRT", "EPSV", "MLSD",
+    "MLST", "SIZE", "MDTM", "MFMT", "LANG", "HOST", "CLNT", "XCWD", "XCUP", "XPWD", "XMKD", "XRMD",
+})
+"""Commands that confirm a connection found by its content is FTP (an SMTP server greets with 220 too)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -48,12 +60,19 @@ class Expectation:
     port: int
     responder_ips: frozenset[str]
     initiator_ip: str
+    session: Session
     flows: list[Flow] = field(default_factory=list)
 
 
 class DataHub(Protocol):
+    """What a session builder tells the capture point it belongs to."""
+
     def expect(self, exp: Expectation) -> None: ...
     def close(self, exp: Expectation) -> None: ...
+    def transfer_done(self, exp: Expectation, ts: float) -> None: ...
+    def confirmed(self, builder: SessionBuilder) -> None: ...
+    def rejected(self, builder: SessionBuilder) -> None: ...
+    def ended(self, builder: SessionBuilder, ts: float, reason: EndReason) -> None: ...
 
 
 @dataclass(slots=True)
@@ -65,11 +84,14 @@ class _Sent:
 
 class SessionBuilder:
     def __init__(self, session: Session, flow: Flow, client_dir: int, hub: DataHub, show_passwords: bool,
-                 max_log: int) -> None:
+                 max_log: int, by_port: bool = True, seq: int = 0) -> None:
         self.session = session
         self.flow = flow
         self.cdir = client_dir
         self.hub = hub
+        self.by_port = by_port  # found on a control port; otherwise by its content, confirmed by its first command
+        self.seq = seq  # creation order
+        self.done = False
         self.show_passwords = show_passwords
         self.max_log = max_log
         self.streams = (Reassembler(), Reassembler())
@@ -87,7 +109,7 @@ class SessionBuilder:
         self.current: Transfer | None = None
         self.expectations: list[Expectation] = []
         self.open: dict[int, Expectation] = {}  # id(transfer) -> its open expectation
-        self.encrypted = False
+        self.tls: list[TLSRecords | None] = [None, None]  # per direction, while it is encrypted
         self.first_bytes = [True, True]
 
     # --- packets ------------------------------------------------------------------------------------------------
@@ -103,9 +125,25 @@ class SessionBuilder:
                 self._chunks(1 - d, ts, late)
         if seg.payload:
             self._chunks(d, ts, self.streams[d].segment(seg.seq, seg.payload))
+        if seg.flags & (FIN | RST) and self.flow.finished and not self.done:
+            self.hub.ended(self, ts, "reset" if self.flow.rst_dir is not None else "closed")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.tls[0] is not None or self.tls[1] is not None
+
+    def last_activity(self) -> float:
+        """The latest packet of the control connection or of a data connection of a transfer still running."""
+        last = self.flow.last_ts
+        for exp in self.open.values():
+            for flow in exp.flows:
+                last = max(last, flow.last_ts)
+        return last
 
     def finish(self) -> None:
-        """End of capture: deliver what waits behind holes, close expectations, snapshot data connections."""
+        """The session ended (or the capture did): deliver what waits behind holes, close expectations, snapshot
+        data connections."""
+        self.done = True
         for d in (0, 1):
             while self.streams[d].pending:
                 self._chunks(d, self.session.end, self.streams[d].skip_gap())
@@ -123,14 +161,18 @@ class SessionBuilder:
             if chunk.gap:
                 self._gap(d, ts, chunk.gap)
             data = chunk.data
-            if self.encrypted:
-                continue
             if self.first_bytes[d]:
                 self.first_bytes[d] = False
-                if _TLS_RECORD.match(data):
+                if self.tls[d] is None and _TLS_RECORD.match(data):
                     self.session.tls_from_start = True
                     self._encrypted(ts)
+            tls = self.tls[d]
+            if tls is not None:
+                clear = tls.feed(data)
+                if clear is None:
                     continue
+                self._clear_again(d, ts)
+                data = clear
             if self.resync[d]:
                 data = self._resync(d, data)
                 if not data:
@@ -142,7 +184,7 @@ class SessionBuilder:
 
     def _resync(self, d: int, data: bytes) -> bytes:
         """Mid-stream (capture started late, or bytes missing): start at the first line that looks whole."""
-        pattern = _COMMAND_START if d == self.cdir else _REPLY_START
+        pattern = COMMAND_START if d == self.cdir else REPLY_START
         if pattern.match(data):
             self.resync[d] = False
             return data
@@ -154,6 +196,9 @@ class SessionBuilder:
 
     def _gap(self, d: int, ts: float, size: int) -> None:
         self._log(LogEntry(ts, "note", "", note="gap-client" if d == self.cdir else "gap-server", size=size))
+        tls = self.tls[d]
+        if tls is not None:
+            tls.lost = True  # record boundaries are unknown from here on
         if d == self.cdir:
             self.commands = CommandReader()
         else:
@@ -168,7 +213,7 @@ class SessionBuilder:
                 self._log(LogEntry(ts, "note", event.raw.decode("utf-8", "replace")[:200], note="bad-command"))
             elif isinstance(event, LineTooLong):
                 self._log(LogEntry(ts, "note", "", note="line-too-long", size=event.limit))
-            if self.encrypted:
+            if self.tls[self.cdir] is not None or self.done:
                 return
 
     def _server_bytes(self, ts: float, data: bytes) -> None:
@@ -177,7 +222,7 @@ class SessionBuilder:
                 self._log(LogEntry(ts, "note", event.raw.decode("utf-8", "replace")[:200], note="bad-reply"))
             else:
                 self._answer(ts, event.command, event.reply)
-            if self.encrypted:
+            if self.tls[1 - self.cdir] is not None:
                 return
 
     def _log(self, entry: LogEntry) -> None:
@@ -187,12 +232,34 @@ class SessionBuilder:
             self.session.log_dropped += 1
 
     def _encrypted(self, ts: float) -> None:
-        self.encrypted = True
+        self.tls = [TLSRecords(client=d == self.cdir) for d in (0, 1)]
         self.session.encrypted_at = ts
+        self.session.clear_at = None
         self._log(LogEntry(ts, "note", "", note="encrypted"))
+
+    def _clear_again(self, d: int, ts: float) -> None:
+        """Clear text again in direction ``d`` (CCC): its reader starts afresh. Once the client's commands are
+        clear the session is readable again, and the pairing of replies starts afresh (what was said inside TLS is
+        unknown); the server's replies follow as soon as they are clear too."""
+        self.tls[d] = None
+        self.resync[d] = False
+        if d == self.cdir:
+            self.commands = CommandReader()
+            self.conv = ClientConversation()
+            self.conv.greeted = True
+            self.sent.clear()
+            self.session.clear_at = ts
+            self._log(LogEntry(ts, "note", "", note="clear-again"))
+        else:
+            self.conv.reader = ReplyReader()
 
     # --- commands -----------------------------------------------------------------------------------------------
     def _command(self, ts: float, cmd: Command) -> None:
+        if not self.by_port and self.session.index == 0 and not self.session.commands():
+            if cmd.verb not in FTP_VERBS:
+                self.hub.rejected(self)  # a 220 greeting, but the client does not speak FTP (SMTP, say)
+                return
+            self.hub.confirmed(self)
         self.conv.sent(cmd)
         text = str(cmd) if self.show_passwords else cmd.masked()
         arg = text.partition(" ")[2] if cmd.arg is not None else None
@@ -245,15 +312,18 @@ class SessionBuilder:
             self._close(previous)  # announced, never used: a new announcement replaces it
         self.session.transfers.append(transfer)
         self.current = transfer
-        exp = Expectation(transfer, port, frozenset(responders), initiator)
+        exp = Expectation(transfer, port, frozenset(responders), initiator, self.session)
         self.expectations.append(exp)
         self.open[id(transfer)] = exp
         self.hub.expect(exp)
 
-    def _close(self, transfer: Transfer) -> None:
+    def _close(self, transfer: Transfer, ts: float | None = None) -> None:
+        """No more connections for ``transfer``; ``ts``: its final reply came then, so its attempts are decided."""
         exp = self.open.pop(id(transfer), None)
         if exp is not None:
             self.hub.close(exp)
+            if ts is not None:
+                self.hub.transfer_done(exp, ts)
 
     def _transfer_command(self, ts: float, cmd: Command) -> Transfer:
         transfer = self.current
@@ -285,7 +355,7 @@ class SessionBuilder:
         elif verb in ("PORT", "EPRT") and transfer is not None:
             transfer.announce_reply = (reply.code, reply.text)
             if reply.is_error:
-                self._close(transfer)
+                self._close(transfer, ts)
         elif verb in ("USER", "PASS") and reply.code == 230:
             self.session.logged_in = True
         elif verb in ("USER", "PASS") and reply.code == 530:
@@ -295,7 +365,7 @@ class SessionBuilder:
                 transfer.preliminary = reply.code
             else:
                 transfer.final, transfer.final_ts = (reply.code, reply.text), ts
-                self._close(transfer)
+                self._close(transfer, ts)
                 if self.current is transfer:
                     self.current = None
         self._log(entry)

@@ -72,16 +72,19 @@ def list_command(lang: str | None) -> None:
 @click.option("--doctor-timeout", default=1.0, show_default=True, type=click.FloatRange(0.2, 30),
               help="the doctor's timeout for each step")
 @click.option("--no-doctor", is_flag=True, help="do not run the doctor")
+@click.option("--live", is_flag=True, help="also run `ftpkit analyze --live` on the router during the transfers, "
+                                           "its findings beside those of the capture files")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @LANG
 def run_command(scenario: str, mode: str, server: str, client: str, capture: str | None, timeout: float,
-                doctor_timeout: float, no_doctor: bool, as_json: bool, lang: str | None) -> None:
+                doctor_timeout: float, no_doctor: bool, live: bool, as_json: bool, lang: str | None) -> None:
     """Build SCENARIO, run transfers in both modes, diagnose them, and remove everything again."""
     _need_privileges()
     language = choose_language(lang)
     modes = ("active", "passive") if mode == "both" else (mode,)
     options = LabOptions(modes=modes, server=server, client=client, timeout=timeout, doctor=not no_doctor,
-                         doctor_timeout=doctor_timeout, capture=Path(capture) if capture else None, lang=language)
+                         doctor_timeout=doctor_timeout, capture=Path(capture) if capture else None, lang=language,
+                         live=live)
     try:
         report = run_scenario(SCENARIOS[scenario], options)
     except LabError as exc:

@@ -161,6 +161,8 @@ def render(report: LabReport, console: Console, lang: str) -> None:
         console.print(Text(f"  {report.analyzer_error or _lab(lang, 'not-run')}", style="dim"))
     console.print()
     _server_section(report, console, lang)
+    if report.live is not None or report.options.live:
+        _live(report, console, lang)
     if report.captures:
         console.print(Text(_lab(lang, "captures-kept", files=", ".join(report.captures)), style="dim"))
     console.print()
@@ -191,6 +193,27 @@ def _server_section(report: LabReport, console: Console, lang: str) -> None:
     if not report.server_as_expected:
         expected = ", ".join(sorted(report.scenario.server_side)) or "-"
         console.print(Text(f"  {_lab(lang, 'server-unexpected', codes=expected)}", style="bold red reverse"))
+def _live(report: LabReport, console: Console, lang: str) -> None:
+    console.print()
+    console.print(Text(_lab(lang, "live"), style="bold"))
+    live = report.live
+    if live is None:
+        console.print(Text(f"  {report.live_error or _lab(lang, 'not-run')}", style="dim"))
+        return
+    console.print(Text("  " + "; ".join(
+        _lab(lang, "live-captured", side=_lab(lang, f"side-{i['side']}"), iface=i["name"], packets=i["packets"],
+             dropped="?" if i["dropped"] is None else i["dropped"]) for i in live["interfaces"]), style="dim"))
+    if live.get("error"):
+        console.print(Text(f"  {live['error']}", style="red"))
+    if live["findings"]:
+        _findings(console, live["findings"], lang, show_side=True)
+    else:
+        console.print(Text(f"  {_lab(lang, 'no-findings')}", style="green"))
+    if live["differences"]:
+        console.print(Text("  " + _lab(lang, "live-differs", differences="; ".join(live["differences"])),
+                           style="bold red"))
+    else:
+        console.print(Text("  " + _lab(lang, "live-same"), style="green"))
 
 
 def scenario_json(s: Scenario, lang: str, names: Names = HANDS_ON) -> dict[str, Any]:
@@ -222,6 +245,8 @@ def to_json(report: LabReport, lang: str) -> dict[str, Any]:
         "server_diagnosis": None if report.server_diagnosis is None else {
             "codes": sorted(report.server_codes or ()), "as_expected": report.server_as_expected,
             **report.server_diagnosis},
+        "live": None if report.live is None and not report.options.live else {
+            "codes": sorted(report.live_codes), "error": report.live_error or None, **(report.live or {})},
         "captures": report.captures,
         "as_expected": report.as_expected,
         "seconds": round(report.seconds, 3),

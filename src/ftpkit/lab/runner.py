@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ftpkit.diagnosis import catalog
+from ftpkit.lab import live as lab_live
 from ftpkit.lab import peers
 from ftpkit.lab.processes import (
     START_TIMEOUT,
@@ -65,6 +66,7 @@ class LabOptions:
     analyze: bool = True
     capture: Path | None = None  # keep the router's captures as STEM-client-side.pcap and STEM-server-side.pcap
     lang: str | None = None
+    live: bool = False  # also the live analyzer on the router during the transfers (see ftpkit.lab.live)
 
     @property
     def client_timeout(self) -> float:
@@ -102,6 +104,8 @@ class LabReport:
     analyzer: dict[str, Any] | None = None  # see analyze_captures()
     analyzer_error: str = ""
     server_diagnosis: dict[str, Any] | None = None  # see server_findings(); None: not an ftpkit server
+    live: dict[str, Any] | None = None  # see ftpkit.lab.live.report(), with "differences" from the files
+    live_error: str = ""
     captures: list[str] = field(default_factory=list)  # kept capture files (with --capture)
     started: list[int] = field(default_factory=list)  # PIDs of every process the lab started
     seconds: float = 0.0
@@ -125,6 +129,10 @@ class LabReport:
     def server_as_expected(self) -> bool:
         codes = self.server_codes
         return codes is None or codes == set(self.scenario.server_side)
+
+    @property
+    def live_codes(self) -> set[str]:
+        return {f["code"] for f in (self.live or {}).get("findings", [])}
 
     @property
     def as_expected(self) -> bool:
@@ -357,10 +365,15 @@ def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
                 path = workdir / f"{side}.pcap"
                 start_capture(procs, names.router, iface, path)
                 captures.append((side, path))
+            watching = lab_live.start(procs, names.router, workdir, options.lang) if options.live else None
             report.transfers = run_transfers(procs, names, scenario, options, workdir, tls)
+            if watching is not None:  # each transfer's session, seen on both sides of the router
+                watching.wait_for_sessions(2 * len(report.transfers))
             for started in procs.started:
                 if started.name.startswith("tcpdump"):
                     procs.stop(started)
+            if watching is not None:
+                watching.stop(procs)
             if options.doctor:
                 run_doctor(procs, names, scenario, options, workdir, report, tls)
             if options.server == "ftpkit":  # stopped first, so its log holds every session's end
@@ -375,6 +388,10 @@ def run_scenario(scenario: Scenario, options: LabOptions) -> LabReport:
                     report.analyzer_error = f"the analyzer is not available: {exc}"
                 except Exception as exc:  # the analyzer's failure must not hide the lab's results
                     report.analyzer_error = f"the analyzer failed: {type(exc).__name__}: {exc}"
+            if watching is not None:
+                live = lab_live.report(watching)
+                live["differences"] = lab_live.compare(report.analyzer, live)
+                report.live = live
             if options.capture is not None:
                 report.captures = keep_captures(captures, options.capture)
     finally:

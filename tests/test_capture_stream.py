@@ -1,0 +1,260 @@
+"""The analyzer as a stream, on hand-built captures: rotated files read in time order as one stream, the events
+reported as the capture goes on (a data connection's fate, a session's end), CCC followed back to clear text, and
+memory that stays flat however many sessions pass."""
+
+from __future__ import annotations
+
+import gc
+import struct
+from pathlib import Path
+
+from ftpkit.capture import Analyzer, Options, analyze
+from ftpkit.capture.engine import SWEEP
+from ftpkit.capture.events import ConnectionDecided, Event, NatPaired, SessionEnded, SessionStarted
+from ftpkit.capture.flows import FINISHED_KEEP
+from ftpkit.capture.nat import POOL
+from ftpkit.capture.records import RecordParser
+from pcapbuild import ETHERNET, Frame, Tcp, Timeline, data_transfer, ftp_exchange, pcap_header, pcap_record, write_pcap
+
+
+def passive_download(tl: Timeline, cport: int = 41000, size: int = 30_000, close: bool = True,
+                     isn: int = 1000) -> None:
+    ctl = Tcp("198.18.1.2", cport, "198.19.1.2", 21, cseq=isn)
+    tl.add(*ctl.handshake())
+    for command, reply in [(None, b"220 hi"), (b"USER alice", b"331 pw"), (b"PASS x", b"230 ok"),
+                           (b"PASV", b"227 Entering Passive Mode (198,19,1,2,195,80).")]:
+        ftp_exchange(tl, ctl, command + b"\r\n" if command else None, reply + b"\r\n")
+    ftp_exchange(tl, ctl, b"RETR big.bin\r\n", b"150 here\r\n")
+    data_transfer(tl, Tcp("198.18.1.2", cport + 1, "198.19.1.2", 50000), size)
+    ftp_exchange(tl, ctl, None, b"226 done\r\n")
+    ftp_exchange(tl, ctl, b"QUIT\r\n", b"221 bye\r\n")
+    if close:
+        tl.add(*ctl.close())
+
+
+def events_of(frames: list[Frame], options: Options | None = None) -> tuple[list[Event], Analyzer]:
+    events: list[Event] = []
+    analyzer = Analyzer(options, events.append)
+    point = analyzer.point("test")
+    point.run((f.ts, ETHERNET, f.data) for f in frames)
+    analyzer.close()
+    return events, analyzer
+
+
+# --- rotated files ----------------------------------------------------------------------------------------------
+def test_a_session_split_across_three_rotated_files_is_one_session(tmp_path: Path) -> None:
+    tl = Timeline()
+    passive_download(tl, size=60_000)
+    frames = tl.frames
+    third = len(frames) // 3
+    parts = [frames[:third], frames[third:2 * third], frames[2 * third:]]
+    names = [tmp_path / "cap.pcap", tmp_path / "cap.pcap1", tmp_path / "cap.pcap2"]
+    for path, part in zip(names, parts, strict=True):
+        write_pcap(path, ETHERNET, part)
+    report = analyze([names[2], names[0], names[1]])  # any order on the command line: time order wins
+    (s,) = report.sessions
+    assert s.started_at_syn and s.user == "alice" and s.file == str(names[0])
+    (t,) = s.transfers
+    assert (t.method, t.command, t.final[0], t.fate, t.bytes_to_client()) == ("PASV", "RETR", 226, "established",
+                                                                              60_000)
+    assert [e.text for e in s.log][-2:] == ["QUIT", "221 bye"]
+    assert report.findings == [] and [f.packets for f in report.files] == [len(parts[2]), len(parts[0]), len(parts[1])]
+
+
+def test_two_captures_at_the_same_time_stay_apart(tmp_path: Path) -> None:
+    """The same session captured at two places at once (same addresses: no NAT) is two sessions, one per file."""
+    tl = Timeline()
+    passive_download(tl)
+    a = write_pcap(tmp_path / "router-in.pcap", ETHERNET, tl.frames)
+    b = write_pcap(tmp_path / "router-out.pcap", ETHERNET, [Frame(f.ts + 0.0001, f.data) for f in tl.frames])
+    report = analyze([a, b])
+    assert sorted(s.file for s in report.sessions) == [str(a), str(b)]
+    assert all(s.transfers[0].bytes_to_client() == 30_000 for s in report.sessions)
+
+
+def test_rotated_sets_of_two_capture_points_are_joined_each_with_its_own(tmp_path: Path) -> None:
+    """inside.pcap0/1 and outside.pcap0/1, rotated at the same moment: each file continues its own capture point
+    (the name decides which of two ended files a new one continues)."""
+    tl = Timeline()
+    passive_download(tl, size=20_000)
+    frames = tl.frames
+    half = len(frames) // 2
+    out = [Frame(f.ts + 0.0001, f.data) for f in frames]
+    paths = {name: tmp_path / name for name in ("inside.pcap0", "inside.pcap1", "outside.pcap0", "outside.pcap1")}
+    write_pcap(paths["inside.pcap0"], ETHERNET, frames[:half])
+    write_pcap(paths["inside.pcap1"], ETHERNET, frames[half:])
+    write_pcap(paths["outside.pcap0"], ETHERNET, out[:half])
+    write_pcap(paths["outside.pcap1"], ETHERNET, out[half:])
+    report = analyze(list(paths.values()))
+    assert sorted(s.file for s in report.sessions) == [str(paths["inside.pcap0"]), str(paths["outside.pcap0"])]
+    for s in report.sessions:
+        assert s.started_at_syn and s.transfers[0].bytes_to_client() == 20_000 and s.log[-1].text == "221 bye"
+
+
+# --- events -----------------------------------------------------------------------------------------------------
+def active_syn_dropped(tl: Timeline, reply_after: float | None, gaps: tuple[float, ...] = (0.01, 1, 2, 4)) -> None:
+    ctl = Tcp("198.18.1.2", 41872, "198.19.1.2", 21)
+    tl.add(*ctl.handshake())
+    for command, reply in [(None, b"220 hi"), (b"USER a", b"230 ok"), (b"PORT 198,18,1,2,156,65", b"200 ok")]:
+        ftp_exchange(tl, ctl, command + b"\r\n" if command else None, reply + b"\r\n")
+    tl.add(ctl.client_sends(b"RETR x\r\n"))
+    data = Tcp("198.19.1.2", 20, "198.18.1.2", 40001)
+    for gap in gaps:
+        tl.add(data.syn(), gap=gap)
+    if reply_after is not None:
+        tl.add(ctl.server_sends(b"425 Failed to establish connection.\r\n"), gap=reply_after)
+    tl.add(ctl.client_sends(b"NOOP\r\n"), gap=30)  # time passes on the control connection
+
+
+def test_an_unanswered_syn_is_decided_by_the_transfer_reply_before_the_session_ends() -> None:
+    tl = Timeline()
+    active_syn_dropped(tl, reply_after=0.5, gaps=(0.01, 1, 2))  # the 425 comes 3.5 s after the first SYN
+    events, _ = events_of(tl.frames, Options(syn_timeout=5.0))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SessionStarted", "ConnectionDecided", "SessionEnded"]
+    decided = events[1]
+    assert isinstance(decided, ConnectionDecided)
+    assert (decided.fate, decided.by, decided.conn.retransmissions) == ("syn-unanswered", "reply", 2)
+    assert decided.transfer is not None and decided.transfer.announce_text == "PORT 198,18,1,2,156,65"
+    assert decided.ts == tl.frames[-2].ts  # the 425
+    ended = events[2]
+    assert isinstance(ended, SessionEnded) and ended.reason == "capture-end"
+    assert sorted(f.code for f in ended.session.findings) == ["data-syn-unanswered", "transfer-failed"]
+
+
+def test_an_unanswered_syn_is_decided_after_the_syn_timeout_when_no_reply_comes() -> None:
+    tl = Timeline()
+    active_syn_dropped(tl, reply_after=None)
+    syn_ts = next(f.ts for f in tl.frames if b"\x9c\x41" in f.data[34:38])  # to port 40001
+    events, _ = events_of(tl.frames, Options(syn_timeout=5.0))
+    (decided,) = [e for e in events if isinstance(e, ConnectionDecided)]
+    assert (decided.fate, decided.by) == ("syn-unanswered", "timeout")
+    assert decided.ts == syn_ts + 5.0 and decided.conn.retransmissions == 2  # the SYNs at +1 s and +3 s
+    (ended,) = [e for e in events if isinstance(e, SessionEnded)]
+    finding = next(f for f in ended.session.findings if f.code == "data-syn-unanswered")
+    assert finding.params["retransmissions"] == "3"  # the session's findings count every retransmission seen
+
+
+def test_established_and_refused_are_decided_by_the_answer_and_a_closed_session_ends_at_once() -> None:
+    tl = Timeline()
+    passive_download(tl)
+    last_fin = tl.frames[-2].ts  # the server's FIN: both sides have closed
+    ctl = Tcp("198.18.1.2", 42000, "198.19.1.2", 21)
+    tl.add(*ctl.handshake())
+    ftp_exchange(tl, ctl, None, b"220 hi\r\n")
+    ftp_exchange(tl, ctl, b"PORT 198,18,1,2,156,66\r\n", b"200 ok\r\n")
+    tl.add(ctl.client_sends(b"LIST\r\n"))
+    data = Tcp("198.19.1.2", 20, "198.18.1.2", 40002)
+    tl.add(data.syn(), data.rst_to_syn())
+    ftp_exchange(tl, ctl, None, b"425 no\r\n")
+    events, analyzer = events_of(tl.frames)
+    decided = [(e.fate, e.by, e.session.index) for e in events if isinstance(e, ConnectionDecided)]
+    assert decided == [("established", "answer", 1), ("refused", "answer", 2)]
+    first_end = next(e for e in events if isinstance(e, SessionEnded))
+    assert (first_end.session.index, first_end.reason, first_end.ts) == (1, "closed", last_fin)
+    assert [e.session.index for e in events if isinstance(e, SessionStarted)] == [1, 2]
+    assert analyzer.open_sessions == 0 and analyzer.ended == 2
+
+
+def test_a_quiet_session_ends_after_idle_end(tmp_path: Path) -> None:
+    tl = Timeline()
+    passive_download(tl, close=False)
+    other = Tcp("198.18.1.9", 43000, "198.19.1.2", 21)
+    tl.add(*other.handshake(), gap=100)
+    tl.add(other.server_sends(b"220 hi\r\n"), gap=100)
+    events, _ = events_of(tl.frames, Options(idle_end=150))
+    ended = [(e.session.index, e.reason) for e in events if isinstance(e, SessionEnded)]
+    assert ended == [(1, "idle"), (2, "capture-end")]
+
+
+# --- CCC --------------------------------------------------------------------------------------------------------
+def tls_record(kind: int, size: int) -> bytes:
+    return struct.pack("!BHH", kind, 0x0303, size) + bytes(i % 251 for i in range(size))
+
+
+def test_after_ccc_the_commands_are_read_again(tmp_path: Path) -> None:
+    tl = Timeline()
+    ctl = Tcp("198.18.1.2", 41000, "198.19.1.2", 21)
+    tl.add(*ctl.handshake())
+    ftp_exchange(tl, ctl, None, b"220 hi\r\n")
+    ftp_exchange(tl, ctl, b"AUTH TLS\r\n", b"234 Proceed with negotiation.\r\n")
+    # the handshake, USER/PASS/PBSZ/PROT/CCC and their replies, then close_notify both ways: records only
+    ftp_exchange(tl, ctl, tls_record(22, 512), tls_record(22, 3000) + tls_record(20, 1) + tls_record(22, 40))
+    ftp_exchange(tl, ctl, tls_record(23, 40)[:7], None)  # a record cut across two segments
+    ftp_exchange(tl, ctl, tls_record(23, 40)[7:] + tls_record(23, 33), tls_record(23, 60))
+    ftp_exchange(tl, ctl, tls_record(21, 26), tls_record(21, 26))
+    ftp_exchange(tl, ctl, b"PASV\r\n", b"227 Entering Passive Mode (198,19,1,2,195,80).\r\n")
+    ftp_exchange(tl, ctl, b"RETR f\r\n", b"150 go\r\n")
+    data_transfer(tl, Tcp("198.18.1.2", 41001, "198.19.1.2", 50000), 5000)
+    ftp_exchange(tl, ctl, None, b"226 done\r\n")
+    report = analyze([write_pcap(tmp_path / "ccc.pcap", ETHERNET, tl)])
+    (s,) = report.sessions
+    assert [e.note or e.text for e in s.log] == ["220 hi", "AUTH TLS", "234 Proceed with negotiation.", "encrypted",
+                                                 "clear-again", "PASV",
+                                                 "227 Entering Passive Mode (198,19,1,2,195,80).", "RETR f",
+                                                 "150 go", "226 done"]
+    assert s.encrypted_at is not None and s.clear_at is not None and not s.still_encrypted
+    (t,) = s.transfers
+    assert (t.method, t.fate, t.bytes_to_client(), t.final[0]) == ("PASV", "established", 5000, 226)
+    assert report.findings == []
+
+
+def test_without_ccc_the_session_stays_encrypted(tmp_path: Path) -> None:
+    tl = Timeline()
+    ctl = Tcp("198.18.1.2", 41000, "198.19.1.2", 21)
+    tl.add(*ctl.handshake())
+    ftp_exchange(tl, ctl, None, b"220 hi\r\n")
+    ftp_exchange(tl, ctl, b"AUTH TLS\r\n", b"234 go\r\n")
+    ftp_exchange(tl, ctl, tls_record(22, 512), tls_record(22, 3000))
+    ftp_exchange(tl, ctl, b"\x17\x03\x03\x00\x10PASV\r\n" + bytes(10), tls_record(23, 30))  # "PASV" inside a record
+    report = analyze([write_pcap(tmp_path / "tls.pcap", ETHERNET, tl)])
+    (s,) = report.sessions
+    assert s.still_encrypted and [e.note for e in s.log if e.side == "note"] == ["encrypted"]
+    assert [f.code for f in report.findings] == ["control-encrypted"]
+
+
+# --- a pipe, a few bytes at a time ------------------------------------------------------------------------------
+def test_the_record_parser_takes_bytes_as_they_come() -> None:
+    tl = Timeline()
+    passive_download(tl, size=5000)
+    data = pcap_header(ETHERNET) + b"".join(pcap_record(f) for f in tl)
+    parser = RecordParser("pipe")
+    got = []
+    for i in range(0, len(data), 7):  # 7 bytes per read: headers and frames cut everywhere
+        got += list(parser.feed(data[i:i + 7]))
+    parser.finish()
+    assert [frame for _, _, frame in got] == [f.data for f in tl]
+    assert all(abs(ts - f.ts) < 1e-6 for (ts, _, _), f in zip(got, tl, strict=True))
+    assert parser.packets == len(tl.frames) and parser.format == "pcap"
+
+
+# --- memory -----------------------------------------------------------------------------------------------------
+def test_memory_stays_flat_as_sessions_come_and_go() -> None:
+    """Thousands of sessions through an analyzer that keeps nothing: what it holds after 3,000 sessions and after
+    9,000 is the same (sessions leave when they end, ended flows leave the table, the NAT pool has its bound).
+    Both are measured at the same point between two sweeps of the tables (every 60 s of capture time)."""
+    analyzer = Analyzer(Options(), keep=False)
+    point = analyzer.point("live")
+    pairs: list[Event] = []
+    analyzer.on_event = lambda e: pairs.append(e) if isinstance(e, NatPaired) else None
+    gap = 0.05  # a session every 50 ms of capture time
+
+    def batch(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            tl = Timeline(start=1_700_000_000.0 + i * gap, step=0.0005)
+            passive_download(tl, cport=10000 + (i * 2) % 50000, size=3000, isn=1000 + i * 100_003)
+            point.run((f.ts, ETHERNET, f.data) for f in tl)
+
+    def objects() -> int:
+        gc.collect()
+        return len(gc.get_objects())
+
+    batch(0, 3000)
+    flows_3000, objects_3000 = point.table.count, objects()
+    batch(3000, 6000)
+    flows_9000, objects_9000 = point.table.count, objects()
+    assert analyzer.ended == 9000 and analyzer.open_sessions == 0 and pairs == []
+    window = SWEEP + FINISHED_KEEP  # an ended flow stays at most this long
+    assert flows_3000 == flows_9000 <= 2 * window / gap  # two flows per session
+    assert len(analyzer.nat) == POOL
+    assert objects_9000 < objects_3000 * 1.02, (objects_3000, objects_9000)
