@@ -15,7 +15,7 @@ import fnmatch
 import os
 import posixpath
 import stat as statmod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -119,7 +119,10 @@ class Storage(Protocol):
 
     async def stat(self, vpath: str) -> Facts: ...
 
-    async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]: ...
+    def listdir(self, vpath: str, pattern: str | None = None) -> AsyncIterator[Facts]:
+        """The entries of a directory (matching the glob ``pattern``), in name order, as they come: a backend with
+        many entries (object storage pages) never holds them all."""
+        ...
 
     async def open_read(self, vpath: str, offset: int = 0) -> Download:
         """A plain file opened for reading from ``offset`` on."""
@@ -145,6 +148,8 @@ class Storage(Protocol):
     async def remove(self, vpath: str) -> None: ...
 
     async def rename(self, src: str, dst: str) -> None: ...
+
+    # Methods added here later need an object-storage version too: see ftpkit.server.s3 (S3Storage).
 
 
 
@@ -265,8 +270,9 @@ class LocalStorage:
     async def stat(self, vpath: str) -> Facts:
         return await self.run(self._stat, vpath)
 
-    async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]:
-        return await self.run(self._list, vpath, pattern)
+    async def listdir(self, vpath: str, pattern: str | None = None) -> AsyncIterator[Facts]:
+        for facts in await self.run(self._list, vpath, pattern):  # one scandir, sorted: a local folder is small
+            yield facts
 
     async def open_read(self, vpath: str, offset: int = 0) -> Download:
         fh, size = await self.run(self._open_read, vpath, offset)
