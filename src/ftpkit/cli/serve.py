@@ -75,6 +75,9 @@ def serve_command(root: str | None, config_file: str | None, **flags: Any) -> No
     logs.setup(cfg.log_level, cfg.log_format)
     try:
         code = serve(cfg)
+    except ConfigError as exc:  # found at start-up (the object storage service refused or did not answer)
+        click.echo(f"ftpkit serve: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         click.echo(f"ftpkit serve: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}", err=True)
         sys.exit(1)

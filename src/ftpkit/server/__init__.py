@@ -36,5 +36,6 @@ def describe(cfg: ServerConfig, port: int) -> str:
     if cfg.masquerade_map:
         masq += f" (+{len(cfg.masquerade_map)} network map entries)"
     low, high = cfg.passive_ports
-    return (f"ftpkit: serving {cfg.root} at ftp://{host}:{port}/ ({anon}{users}); "
+    served = f"{cfg.storage} (object storage)" if cfg.storage else str(cfg.root)
+    return (f"ftpkit: serving {served} at ftp://{host}:{port}/ ({anon}{users}); "
             f"passive ports {low}-{high}, announced address: {masq}")

@@ -11,6 +11,7 @@ import socket
 import ssl
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
@@ -23,7 +24,19 @@ from ftpkit.server.uploads import sweep_partials
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import server_context
 
+if TYPE_CHECKING:
+    from ftpkit.server.s3 import S3Backend
+
 log = logging.getLogger("ftpkit.server")
+
+
+def _s3_backend(cfg: ServerConfig) -> S3Backend:
+    """The object storage backend (its library is the optional ``s3`` extra, imported only when used)."""
+    try:
+        from ftpkit.server.s3 import S3Backend
+    except ImportError as exc:
+        raise ConfigError("storage", f"object storage needs the S3 library: pip install 'ftpkit[s3]' ({exc})") from None
+    return S3Backend(cfg)
 
 
 def _can_bind(host: str, port: int) -> bool:
@@ -42,6 +55,10 @@ class FTPServer:
 
     def __init__(self, cfg: ServerConfig, storage_factory: StorageFactory | None = None) -> None:
         self.cfg = cfg
+        self.s3: S3Backend | None = None
+        if storage_factory is None and cfg.storage is not None:
+            self.s3 = _s3_backend(cfg)
+            storage_factory = self.s3.storage_for
         if storage_factory is None:
             storage_factory = functools.partial(LocalStorage, upload_mode=cfg.upload_mode)
         self.executor = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="ftpkit-io")
@@ -67,6 +84,8 @@ class FTPServer:
         self.implicit_port: int | None = None
 
     async def start(self) -> None:
+        if self.s3 is not None:
+            await self.s3.open()  # ConfigError naming the setting when the service cannot be used
         if self.cfg.active_from_port_20:
             source = self.cfg.port - 1
             if _can_bind("0.0.0.0" if ":" not in self.cfg.host else "::", source):
@@ -86,7 +105,9 @@ class FTPServer:
                 backlog=self.cfg.listen_backlog, reuse_address=True,
             )
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]
-        if self.cfg.upload_mode == "atomic":
+        if self.s3 is not None:
+            self._sweeper = asyncio.create_task(self.s3.sweep_forever())
+        elif self.cfg.upload_mode == "atomic":
             self._sweeper = asyncio.create_task(self._sweep_partials())
 
     async def _sweep_partials(self) -> None:
@@ -156,6 +177,8 @@ class FTPServer:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.s3 is not None:
+            await self.s3.close()
         self.shared.accounts.close()
         self.shared.transfer_log.close()
 
