@@ -10,6 +10,7 @@ aborted upload left no multipart upload behind.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -156,9 +157,10 @@ class SeaweedFS:
 class Bucket:
     """Direct access to the test bucket (a client of its own on a loop in a thread): ``with Bucket(weed) as b:``."""
 
-    def __init__(self, weed: SeaweedFS) -> None:
+    def __init__(self, weed: SeaweedFS, prefix: str = "") -> None:
         self.weed = weed
         self.name = weed.bucket
+        self.prefix = prefix  # every key below is relative to it
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -202,12 +204,12 @@ class Bucket:
         self.run(go())
 
     def put(self, key: str, data: bytes) -> None:
-        self.run(self.client.put_object(Bucket=self.name, Key=key, Body=data))
+        self.run(self.client.put_object(Bucket=self.name, Key=self.prefix + key, Body=data))
 
     def get(self, key: str) -> bytes | None:
         async def go() -> bytes | None:
             try:
-                response = await self.client.get_object(Bucket=self.name, Key=key)
+                response = await self.client.get_object(Bucket=self.name, Key=self.prefix + key)
             except self.client.exceptions.NoSuchKey:
                 return None
             async with response["Body"] as body:
@@ -215,19 +217,21 @@ class Bucket:
                 return data
         return self.run(go())
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key below ``prefix``, sorted (directory markers end in ``/``)."""
         async def go() -> list[str]:
             out: list[str] = []
-            async for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
-                out.extend(item["Key"] for item in page.get("Contents") or ())
-            return out
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=self.prefix + prefix)
+            async for page in pages:
+                out.extend(item["Key"][len(self.prefix):] for item in page.get("Contents") or ())
+            return sorted(out)
         return self.run(go())
 
     def uploads(self, prefix: str = "") -> list[str]:
         """Keys of multipart uploads in progress (an aborted upload leaves none)."""
         async def go() -> list[str]:
-            page = await self.client.list_multipart_uploads(Bucket=self.name, Prefix=prefix)
-            return [item["Key"] for item in page.get("Uploads") or ()]
+            page = await self.client.list_multipart_uploads(Bucket=self.name, Prefix=self.prefix + prefix)
+            return [item["Key"][len(self.prefix):] for item in page.get("Uploads") or ()]
         return self.run(go())
 
     def put_many(self, keys: list[str], concurrency: int = 32) -> None:
@@ -237,7 +241,7 @@ class Bucket:
 
             async def one(key: str) -> None:
                 async with gate:
-                    await self.client.put_object(Bucket=self.name, Key=key, Body=b"")
+                    await self.client.put_object(Bucket=self.name, Key=self.prefix + key, Body=b"")
             await asyncio.gather(*(one(key) for key in keys))
         self.run(go())
 
@@ -252,3 +256,36 @@ def seaweedfs() -> Iterator[SeaweedFS]:
             yield weed
         finally:
             weed.stop()
+
+
+_prefixes = itertools.count(1)
+TREE_RANDOM = os.urandom(1 << 20)
+JP_FILE = "日本語ファイル.txt"
+JP_DIR = "フォルダ"
+
+
+def put_tree(bucket: Bucket) -> None:
+    """The same tree as conftest's ``tree``, as objects: a 1 MiB random file, a text file, Japanese names, a
+    folder with a marker only (フォルダ/) and one that exists through its object only (sub/inner.txt)."""
+    bucket.put("random.bin", TREE_RANDOM)
+    bucket.put("hello.txt", b"hello\nworld\n")
+    bucket.put(JP_FILE, "こんにちは\n".encode())
+    bucket.put(JP_DIR + "/", b"")
+    bucket.put("sub/inner.txt", b"inner\n")
+
+
+@pytest.fixture
+def bucket(seaweedfs: SeaweedFS, request: pytest.FixtureRequest) -> Iterator[Bucket]:
+    """The bucket under a prefix of this test's own, holding :func:`put_tree`."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    with Bucket(seaweedfs, f"t{next(_prefixes)}-{name}/") as b:
+        put_tree(b)
+        yield b
+
+
+@pytest.fixture
+def s3_server(servers: Any, bucket: Bucket, tmp_path: Path) -> Any:
+    """An in-process ftpkit server on ``bucket``'s prefix: a read-write user alice:secret, read-only anonymous."""
+    root = tmp_path / "s3root"
+    root.mkdir()
+    return servers.start(root, users=["alice:secret"], **bucket.weed.settings(bucket.prefix))
