@@ -167,8 +167,8 @@ class Bucket:
         self._stack: Any = None
         self.client: Any = None
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(120)
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def __enter__(self) -> Bucket:
         from contextlib import AsyncExitStack
@@ -243,7 +243,7 @@ class Bucket:
                 async with gate:
                     await self.client.put_object(Bucket=self.name, Key=self.prefix + key, Body=b"")
             await asyncio.gather(*(one(key) for key in keys))
-        self.run(go())
+        self.run(go(), timeout=120 + len(keys) / 20)  # bounded: at least 20 objects a second
 
 
 @pytest.fixture(scope="session")

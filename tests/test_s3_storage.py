@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ftplib
 import io
+import itertools
 import os
 import socket
 import tracemalloc
@@ -316,4 +317,31 @@ def test_startup_sweeper_aborts_stale_multipart_uploads(s3_server, bucket):
     assert bucket.uploads() == ["left.bin"]
     removed = asyncio.run_coroutine_threadsafe(s3_server.server.s3.sweep_uploads(0), s3_server.loop).result(60)
     assert removed >= 1
+    assert bucket.uploads() == []
+
+
+def test_copy_ranges_cover_the_object_in_valid_parts():
+    from ftpkit.server.s3.transfers import MAX_COPY_PART, MIN_PART, split_ranges
+
+    for length in (MIN_PART, MIN_PART + 1, MAX_COPY_PART - 1, MAX_COPY_PART, MAX_COPY_PART + 1, 5 * MAX_COPY_PART + 7):
+        ranges = split_ranges(length, MAX_COPY_PART)
+        assert ranges[0][0] == 0 and ranges[-1][1] == length - 1
+        assert all(high + 1 == low for (_, high), (low, _) in itertools.pairwise(ranges))
+        assert all(MIN_PART <= high - low + 1 <= MAX_COPY_PART for low, high in ranges), (length, ranges)
+
+
+def test_renaming_an_object_too_big_for_one_copy_copies_it_in_parts(s3_server, ftp, bucket, monkeypatch):
+    """Over CopyObject's limit (5 GiB; lowered here to 1 MiB, with ranges of at most 8 MiB) a rename is a multipart
+    upload of ranged part copies, then the delete."""
+    import ftpkit.server.s3.storage as s3storage
+
+    monkeypatch.setattr(s3storage, "SINGLE_COPY_LIMIT", MIB)
+    monkeypatch.setattr(s3storage, "MAX_COPY_PART", 8 * MIB)
+    data = os.urandom(12 * MIB + 99)
+    bucket.put("large.bin", data)
+    ops = Operations(s3_server)
+    ftp.rename("large.bin", "sub/large.bin")
+    assert bucket.get("sub/large.bin") == data
+    assert "large.bin" not in bucket.list()
+    assert ops.names.count("UploadPartCopy") == 2 and "CopyObject" not in ops.names, ops.names
     assert bucket.uploads() == []
