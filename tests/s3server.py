@@ -123,6 +123,9 @@ class SeaweedFS:
             try:
                 with Bucket(self) as bucket:
                     bucket.ensure()
+                    bucket.put(".ready", b"probe")  # a write and a read: the volume server is known to the master
+                    if bucket.get(".ready") != b"probe":
+                        raise RuntimeError("the probe object did not read back")
                 return
             except Exception as exc:  # not answering yet: S3 comes up after master, volume and filer
                 last = exc
