@@ -18,6 +18,7 @@ import pytest
 
 from ftpkit.server import FTPServer, validate
 from ftpkit.server.session import StorageFactory
+from s3server import bucket, s3_server, seaweedfs  # noqa: F401 - fixtures (a real S3 server: SeaweedFS)
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_BIN = ROOT / ".peers" / "bin"

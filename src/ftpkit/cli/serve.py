@@ -80,7 +80,7 @@ def serve_command(root: str | None, config_file: str | None, **flags: Any) -> No
     logs.setup(cfg.log_level, cfg.log_format)
     try:
         code = serve(cfg)
-    except ConfigError as exc:  # found at start-up: a certificate that does not load, an unreachable users_db
+    except ConfigError as exc:  # found at start-up: a certificate, users_db or object storage that cannot be used
         click.echo(f"ftpkit serve: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:

@@ -45,5 +45,6 @@ def describe(cfg: ServerConfig, port: int) -> str:
     proxy = ""
     if cfg.proxy_protocol != "off":
         proxy = f"; PROXY protocol {cfg.proxy_protocol} from {', '.join(str(n) for n in cfg.proxy_allowed)}"
-    return (f"ftpkit: serving {cfg.root} at ftp://{host}:{port}/ ({anon}{users}); "
+    served = f"{cfg.storage} (object storage)" if cfg.storage else str(cfg.root)
+    return (f"ftpkit: serving {served} at ftp://{host}:{port}/ ({anon}{users}); "
             f"passive ports {low}-{high}, announced address: {masq}{proxy}")

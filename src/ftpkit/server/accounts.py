@@ -105,7 +105,7 @@ class Accounts:
         settings = HashSettings(cfg.hash_memory_kib, cfg.hash_time_cost, cfg.hash_parallelism)
         users: dict[str, UserEntry] = {}
         if cfg.users_file is not None:
-            users.update(load_users_file(cfg.users_file, cfg.root))
+            users.update(load_users_file(cfg.users_file, cfg.root, local_homes=cfg.storage is None))
         for quick in cfg.users:
             users[quick.name] = UserEntry(quick.name, hash_password(quick.password, settings), cfg.root, True)
         verifier = PasswordVerifier(cfg.hash_concurrency, cfg.password_cache_ttl)
@@ -156,7 +156,8 @@ class Accounts:
         return Account(entry.name, entry.home, entry.write)
 
 
-def load_users_file(path: Path, root: Path) -> dict[str, UserEntry]:
+def load_users_file(path: Path, root: Path, local_homes: bool = True) -> dict[str, UserEntry]:
+    """``local_homes``: homes are folders that must exist (with object storage they are key prefixes)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -176,7 +177,7 @@ def load_users_file(path: Path, root: Path) -> dict[str, UserEntry]:
             raise ConfigError(where, f"password_hash {problem}")
         home = Path(str(entry.get("home", ".")))
         home = (root / home) if not home.is_absolute() else home
-        if not home.is_dir():
+        if local_homes and not home.is_dir():
             raise ConfigError(where, f"home {str(home)!r} is not a directory")
         write, enabled = entry.get("write", False), entry.get("enabled", True)
         if not isinstance(write, bool) or not isinstance(enabled, bool):

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
@@ -33,7 +34,19 @@ from ftpkit.server.uploads import sweep_partials
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import server_context
 
+if TYPE_CHECKING:
+    from ftpkit.server.s3 import S3Backend
+
 log = logging.getLogger("ftpkit.server")
+
+
+def _s3_backend(cfg: ServerConfig) -> S3Backend:
+    """The object storage backend (its library is the optional ``s3`` extra, imported only when used)."""
+    try:
+        from ftpkit.server.s3 import S3Backend
+    except ImportError as exc:
+        raise ConfigError("storage", f"object storage needs the S3 library: pip install 'ftpkit[s3]' ({exc})") from None
+    return S3Backend(cfg)
 
 
 def _can_bind(host: str, port: int) -> bool:
@@ -67,6 +80,10 @@ class FTPServer:
 
     def __init__(self, cfg: ServerConfig, storage_factory: StorageFactory | None = None) -> None:
         self.cfg = cfg
+        self.s3: S3Backend | None = None
+        if storage_factory is None and cfg.storage is not None:
+            self.s3 = _s3_backend(cfg)
+            storage_factory = self.s3.storage_for
         if storage_factory is None:
             storage_factory = functools.partial(LocalStorage, upload_mode=cfg.upload_mode)
         self.executor = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="ftpkit-io")
@@ -118,6 +135,8 @@ class FTPServer:
 
     async def start(self) -> None:
         await self.shared.accounts.open()
+        if self.s3 is not None:
+            await self.s3.open()  # ConfigError naming the setting when the service cannot be used
         if self.cfg.active_from_port_20:
             source = self.cfg.port - 1
             if _can_bind("0.0.0.0" if ":" not in self.cfg.host else "::", source):
@@ -137,7 +156,9 @@ class FTPServer:
                 backlog=self.cfg.listen_backlog, reuse_address=True,
             )
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]
-        if self.cfg.upload_mode == "atomic":
+        if self.s3 is not None:
+            self._sweeper = asyncio.create_task(self.s3.sweep_forever())
+        elif self.cfg.upload_mode == "atomic":
             self._sweeper = asyncio.create_task(self._sweep_partials())
         self.shared.events.start()
         if self.cfg.metrics_address is not None:
@@ -242,6 +263,8 @@ class FTPServer:
                 await asyncio.wait(pending, timeout=5)
         await self.shared.events.stop(max(0.0, deadline - time.monotonic()))  # hooks get what is left of the grace
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.s3 is not None:
+            await self.s3.close()
         await self.shared.accounts.aclose()
         self.shared.transfer_log.close()
         if self.metrics_server is not None:  # the last to go: /healthz said 503 all along the shutdown

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,6 +53,11 @@ class QuickUser:
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     root: Path = field(default_factory=Path.cwd)
+    storage: str | None = None  # None: the local folder root; "s3://BUCKET[/PREFIX]": object storage
+    aws_endpoint_url: str | None = None
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = 2121
     passive_ports: tuple[int, int] = (50000, 50100)
@@ -136,6 +142,7 @@ class ServerConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(ServerConfig))
+AWS_NAMES = frozenset({"AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 TLS_MODES: tuple[str, ...] = get_args(TLSMode)
@@ -317,6 +324,8 @@ def _byte_size(name: str, value: Any) -> int:
     if not 1 <= number <= 1 << 60:
         raise ConfigError(name, f"{value!r} is not within 1 byte to 2**60 bytes")
     return number
+
+
 def redact_url(url: str) -> str:
     """A database URL without its password, for messages and logs."""
     scheme, sep, rest = url.partition("://")
@@ -332,6 +341,44 @@ def _users_db(name: str, value: Any) -> str:
     text = str(value).strip()
     if not text.startswith(("postgresql://", "postgres://")):
         raise ConfigError(name, f"{redact_url(text)!r} is not a postgresql://USER@HOST[:PORT]/DATABASE URL")
+    return text
+
+
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
+
+
+def _storage(name: str, value: Any) -> str:
+    """``s3://BUCKET[/PREFIX]``, normalised: ``s3://bucket`` or ``s3://bucket/some/prefix`` (no trailing slash)."""
+    text = str(value).strip()
+    rest = text[5:] if text.lower().startswith("s3://") else None
+    if rest is None:
+        raise ConfigError(name, f"{text!r} is not s3://BUCKET[/PREFIX] (leave storage out to serve the local root)")
+    bucket, _, prefix = rest.partition("/")
+    if not S3_BUCKET.match(bucket):
+        raise ConfigError(name, f"{bucket!r} is not a bucket name (3-63 of a-z 0-9 . - _, starting and ending "
+                                "with a letter or digit)")
+    parts = [part for part in prefix.split("/") if part]
+    if any(part in (".", "..") for part in parts) or "\0" in prefix:
+        raise ConfigError(name, f"{prefix!r}: the prefix may not contain . or .. segments or NUL")
+    return "/".join([f"s3://{bucket}", *parts])
+
+
+def _endpoint(name: str, value: Any) -> str:
+    text = str(value).strip()
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(name, f"{text!r} is not an http:// or https:// URL such as http://127.0.0.1:8333")
+    try:
+        url.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ConfigError(name, f"{text!r} has a port that is not a number") from None
+    return text.rstrip("/")
+
+
+def _word(name: str, value: Any) -> str:
+    text = str(value)
+    if not text or not text.isprintable() or " " in text:
+        raise ConfigError(name, "must be one word of printable characters")
     return text
 
 
@@ -366,6 +413,15 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "root": Setting(_root, "served folder; the home of anonymous and of --user users"),
+    "storage": Setting(_storage, "s3://BUCKET[/PREFIX]: serve S3-compatible object storage instead of the local "
+                                 "root (homes become prefixes; see the README)"),
+    "aws_endpoint_url": Setting(_endpoint, "S3 endpoint, e.g. http://127.0.0.1:8333 (default: $AWS_ENDPOINT_URL, "
+                                           "else AWS itself)"),
+    "aws_region": Setting(_word, "S3 region (default: $AWS_REGION, else us-east-1)"),
+    "aws_access_key_id": Setting(_word, "S3 access key (default: $AWS_ACCESS_KEY_ID or the AWS SDK's other "
+                                        "sources)"),
+    "aws_secret_access_key": Setting(_word, "S3 secret key (default: $AWS_SECRET_ACCESS_KEY); prefer the "
+                                            "environment or the config file: a flag shows in ps; never logged"),
     "host": Setting(_host, "address to listen on: one address (0.0.0.0 for all IPv4 addresses, :: for all IPv6 ones)"),
     "port": Setting(_whole(0, 65535), "control port (0: any free port)"),
     "passive_ports": Setting(_port_range, "passive port range LOW-HIGH; when every port is taken: 425 and a log "
@@ -478,6 +534,13 @@ def _check_together(cfg: ServerConfig) -> None:
     if cfg.proxy_protocol != "off" and not cfg.proxy_allowed:
         raise ConfigError("proxy_allowed", f"proxy_protocol {cfg.proxy_protocol!r} needs the load balancers' "
                                            "addresses: --proxy-allowed 10.0.0.5/32 (repeatable)")
+    aws = [name for name in ("aws_endpoint_url", "aws_region", "aws_access_key_id", "aws_secret_access_key")
+           if getattr(cfg, name) is not None]
+    if aws and cfg.storage is None:
+        raise ConfigError(aws[0], "is only used with storage = \"s3://BUCKET[/PREFIX]\"")
+    if (cfg.aws_access_key_id is None) != (cfg.aws_secret_access_key is None):
+        missing = "aws_secret_access_key" if cfg.aws_secret_access_key is None else "aws_access_key_id"
+        raise ConfigError(missing, "is needed too when the other half of the S3 credentials is set")
     if cfg.active_from_port_20 and cfg.port < 2:
         raise ConfigError("active_from_port_20", "needs a control port above 1")
 
@@ -508,6 +571,8 @@ def load_toml(path: Path) -> dict[str, Any]:
             server = {**server, "hooks": data["hooks"]}
         data = server
     data = dict(data)
+    # the AWS SDK's names are accepted as they are written in the environment, too
+    data = {(key.lower() if key.upper() in AWS_NAMES else key): value for key, value in data.items()}
     if isinstance(data.get("root"), str) and not Path(data["root"]).is_absolute():
         data["root"] = str((path.parent / data["root"]).resolve())
     return data

@@ -130,7 +130,8 @@ class DataProtocol(asyncio.BufferedProtocol):
             self._read_waiter = self._loop.create_future()
             self._resume_reading()
             try:
-                await asyncio.wait_for(self._read_waiter, idle)
+                async with asyncio.timeout(idle):  # not wait_for: on 3.11 it swallows a cancel (ABOR) racing data
+                    await self._read_waiter
             except TimeoutError:
                 if self.received == seen:  # idle means no byte at all, not a batch not yet full
                     raise
@@ -151,7 +152,8 @@ class DataProtocol(asyncio.BufferedProtocol):
         self.transport.write(data)
         if self._write_paused:
             self._write_waiter = self._loop.create_future()
-            await asyncio.wait_for(self._write_waiter, idle)
+            async with asyncio.timeout(idle):
+                await self._write_waiter
             if self.lost:
                 raise self.broken()
 

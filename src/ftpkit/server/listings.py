@@ -1,20 +1,24 @@
 """Listings for LIST, NLST, MLSD, MLST and STAT: gathering facts through storage, formatting through the
-protocol core's :mod:`ftpkit.protocol.listing`.
+protocol core's :mod:`ftpkit.protocol.listing`. Lines are produced as the storage yields entries and sent in chunks
+(:func:`send_lines`): a directory with 100,000 objects lists with flat memory.
 """
 
 from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ftpkit.protocol.listing import Facts, format_facts, format_ls_line
 from ftpkit.server.storage import StorageError
 
 if TYPE_CHECKING:
+    from ftpkit.server.data import DataStream, Transfer
     from ftpkit.server.session import Session
 
 GLOB_CHARS = frozenset("*?[")
+LISTING_CHUNK = 64 << 10
 
 
 def split_list_arg(arg: str | None) -> str | None:
@@ -47,36 +51,59 @@ async def _resolve(s: Session, arg: str | None) -> tuple[str, str | None, Facts 
     return posixpath.dirname(path), None, facts
 
 
-async def list_lines(s: Session, arg: str | None) -> list[str]:
+async def _one(line: str) -> AsyncIterator[str]:
+    yield line
+
+
+async def list_lines(s: Session, arg: str | None) -> AsyncIterator[str]:
+    """The ``ls -l`` lines of LIST (and STAT path): the argument is resolved now (a StorageError here is a 550
+    before any data connection), the entries are read as the lines are sent."""
     assert s.storage is not None
     directory, pattern, single = await _resolve(s, arg)
     now = time.time()
     if single is not None:
-        return [format_ls_line(single, now)]
-    entries = await s.storage.listdir(directory, pattern)
-    return [format_ls_line(f, now) for f in entries]
+        return _one(format_ls_line(single, now))
+    return (format_ls_line(f, now) async for f in s.storage.listdir(directory, pattern))
 
 
-async def nlst_lines(s: Session, arg: str | None) -> list[str]:
+async def nlst_lines(s: Session, arg: str | None) -> AsyncIterator[str]:
     assert s.storage is not None
     directory, pattern, single = await _resolve(s, arg)
     if single is not None:
-        return [arg or single.name]
-    entries = await s.storage.listdir(directory, pattern)
+        return _one(arg or single.name)
+    entries = s.storage.listdir(directory, pattern)
     if pattern is not None and arg and "/" in arg:
         prefix = posixpath.dirname(arg)
-        return [posixpath.join(prefix, f.name) for f in entries]  # as ls prints "dir/*.txt"
-    return [f.name for f in entries]
+        return (posixpath.join(prefix, f.name) async for f in entries)  # as ls prints "dir/*.txt"
+    return (f.name async for f in entries)
 
 
-async def mlsd_lines(s: Session, arg: str | None) -> list[str]:
+async def mlsd_lines(s: Session, arg: str | None) -> AsyncIterator[str]:
     assert s.storage is not None and s.account is not None
     path = s.vpath(arg)
     facts = await s.storage.stat(path)
     if not facts.is_dir:
         raise StorageError(f"{path}: not a directory (MLSD lists directories; use MLST for a file)", 501)
-    entries = await s.storage.listdir(path)
-    return [format_facts(f, perm_of(f, s.account.write), s.mlst_facts) for f in entries]
+    write, wanted = s.account.write, s.mlst_facts
+    return (format_facts(f, perm_of(f, write), wanted) async for f in s.storage.listdir(path))
+
+
+async def send_lines(lines: AsyncIterator[str], stream: DataStream, t: Transfer, idle: float) -> None:
+    """Write listing lines to the data connection in chunks of about :data:`LISTING_CHUNK` bytes, so a directory
+    of any size is sent with flat memory."""
+    chunk: list[bytes] = []
+    size = 0
+    async for line in lines:
+        data = (line + "\r\n").encode("utf-8", "surrogateescape")
+        chunk.append(data)
+        size += len(data)
+        if size >= LISTING_CHUNK:
+            await stream.write(b"".join(chunk), idle)
+            t.bytes += size
+            chunk, size = [], 0
+    if chunk:
+        await stream.write(b"".join(chunk), idle)
+        t.bytes += size
 
 
 async def mlst_line(s: Session, arg: str | None) -> str:

@@ -18,7 +18,7 @@ import os
 import posixpath
 import stat as statmod
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -123,7 +123,10 @@ class Storage(Protocol):
 
     async def stat(self, vpath: str) -> Facts: ...
 
-    async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]: ...
+    def listdir(self, vpath: str, pattern: str | None = None) -> AsyncIterator[Facts]:
+        """The entries of a directory (matching the glob ``pattern``), in name order, as they come: a backend with
+        many entries (object storage pages) never holds them all."""
+        ...
 
     async def open_read(self, vpath: str, offset: int = 0) -> Download:
         """A plain file opened for reading from ``offset`` on."""
@@ -178,6 +181,8 @@ DIGEST_CHUNK = 1 << 20
 def _resolved_home(home: Path) -> Path:
     """A home's real path, resolved once per home (every login made a storage and walked it with realpath)."""
     return home.resolve()
+    # Methods added here later need an object-storage version too: see ftpkit.server.s3 (S3Storage).
+
 
 
 class LocalStorage:
@@ -299,8 +304,9 @@ class LocalStorage:
     async def stat(self, vpath: str) -> Facts:
         return await self.run(self._stat, vpath)
 
-    async def listdir(self, vpath: str, pattern: str | None = None) -> list[Facts]:
-        return await self.run(self._list, vpath, pattern)
+    async def listdir(self, vpath: str, pattern: str | None = None) -> AsyncIterator[Facts]:
+        for facts in await self.run(self._list, vpath, pattern):  # one scandir, sorted: a local folder is small
+            yield facts
 
     async def open_read(self, vpath: str, offset: int = 0) -> Download:
         fh, size = await self.run(self._open_read, vpath, offset)

@@ -164,7 +164,7 @@ async def stat(s: Session, cmd: Command) -> None:
         await s.reply(530, "Please log in with USER and PASS.")
         return
     try:
-        lines = await list_lines(s, split_list_arg(cmd.arg))
+        lines = [line async for line in await list_lines(s, split_list_arg(cmd.arg))]
     except StorageError as exc:
         await s.reply(550, f"{exc.reason}.")
         return

@@ -15,14 +15,14 @@ import asyncio
 import logging
 import posixpath
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
 from ftpkit.server.data import SMALL_BUFFER, UPLOAD_BUFFER, DataConnectionError, DataStream, DataTLSError, Transfer
-from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, split_list_arg
+from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, send_lines, split_list_arg
 from ftpkit.server.storage import Download, StorageError, Upload
 from ftpkit.server.xferlog import Direction, TransferRecord
 
@@ -295,18 +295,15 @@ async def stou(s: Session, cmd: Command) -> None:
 
 # --- listings ----------------------------------------------------------------------------------------------
 
-async def _send_listing(s: Session, cmd: Command, lines: list[str]) -> None:
-    data = "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
-
+async def _send_listing(s: Session, cmd: Command, lines: AsyncIterator[str]) -> None:
     async def body(stream: DataStream, t: Transfer) -> None:
-        t.bytes = len(data)
-        await stream.write(data, s.cfg.data_idle_timeout)
+        await send_lines(lines, stream, t, s.cfg.data_idle_timeout)
 
     await _start(s, cmd, s.cwd, "o", "Here comes the directory listing.", body,
                  done_text="Directory send OK.")
 
 
-async def _listing(s: Session, cmd: Command, make: Callable[..., Awaitable[list[str]]]) -> None:
+async def _listing(s: Session, cmd: Command, make: Callable[..., Awaitable[AsyncIterator[str]]]) -> None:
     try:
         lines = await make(s, split_list_arg(cmd.arg))
     except StorageError as exc:
