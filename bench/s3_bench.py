@@ -25,6 +25,7 @@ import re
 import selectors
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,7 +212,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--small-mib", type=int, default=256, help="the smaller size of the memory check")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the library comparison")
+    parser.add_argument("--transfer-rounds", type=int, default=5, help="rounds of ftpkit against the library")
     parser.add_argument("--objects", type=int, default=100000, help="objects in the big listing")
     parser.add_argument("--folder", default=None, help="where SeaweedFS keeps its data (default: a temp folder)")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch bench/results.md")
@@ -247,20 +249,17 @@ def run(args: argparse.Namespace, weed: SeaweedFS, top: Path, size: int) -> int:
     root.mkdir()
     local = top / "local.bin"
     write_file(local, size)
-    direct: tuple[float, float] | None = None
-    through: tuple[float, float] | None = None
+    pairs: list[tuple[tuple[float, float], tuple[float, float]]] = []
     served = Served(weed, root)
     try:
-        for i in range(args.rounds):  # interleaved: the direct run and ftpkit see the same machine state
+        for i in range(args.transfer_rounds):  # interleaved: the direct run and ftpkit see the same machine state
             put, get = asyncio.run(aiobotocore_put_get(weed, "direct.bin", size))
-            direct = (put, get) if direct is None else (min(direct[0], put), min(direct[1], get))
             fput, fget = ftpkit_stor_retr(served, local, f"through-{i}.bin")
-            through = (fput, fget) if through is None else (min(through[0], fput), min(through[1], fget))
+            pairs.append(((put, get), (fput, fget)))
             print(f"round {i + 1}: direct PUT {rate(size, put):.0f} GET {rate(size, get):.0f}; ftpkit STOR "
                   f"{rate(size, fput):.0f} RETR {rate(size, fget):.0f} MiB/s", flush=True)
     finally:
         served.stop()
-    assert direct is not None and through is not None
 
     memory: list[tuple[int, int]] = []
     for mib in (args.small_mib, args.size_mib):
@@ -286,16 +285,16 @@ def run(args: argparse.Namespace, weed: SeaweedFS, top: Path, size: int) -> int:
         print(f"LIST of {lines} objects: peak {peak / MIB:.0f} MiB, {seconds:.1f} s", flush=True)
     assert listings[0][0] == 1000 and listings[1][0] == args.objects, listings
 
-    lines = report(args, libraries, direct, through, memory, listings, size)
+    lines = report(args, libraries, pairs, memory, listings, size)
     print("\n".join(lines))
     if not args.no_write:
         write_section("s3", lines)
     return 0
 
 
-def report(args: argparse.Namespace, libraries: dict[str, tuple[float, float] | None], direct: tuple[float, float],
-           through: tuple[float, float], memory: list[tuple[int, int]], listings: list[tuple[int, int, float]],
-           size: int) -> list[str]:
+def report(args: argparse.Namespace, libraries: dict[str, tuple[float, float] | None],
+           pairs: list[tuple[tuple[float, float], tuple[float, float]]], memory: list[tuple[int, int]],
+           listings: list[tuple[int, int, float]], size: int) -> list[str]:
     weed = subprocess.run([str(Path(sys.executable).parent / "weed"), "version"], capture_output=True,
                           text=True).stdout.split("\n")[0].strip()
     curl_version = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split()[1]
@@ -307,10 +306,11 @@ def report(args: argparse.Namespace, libraries: dict[str, tuple[float, float] | 
         f"{os.cpu_count()} cores shared with the S3 server, Python {platform.python_version()}, SeaweedFS "
         f"`{weed}` (`weed mini`, one process, data on the local disk), curl {curl_version}). {mib} MiB of random "
         f"bytes; multipart parts of {PART_SIZE // MIB} MiB, {PARTS_IN_FLIGHT} in flight (ftpkit's settings, used "
-        f"by the direct runs too); best of {args.rounds} rounds. The S3 server shares the two cores, so every "
+        f"by the direct runs too). The S3 server shares the two cores, so every "
         "figure includes its CPU time; uploads are bound by SeaweedFS writing to disk.",
         "",
-        "S3 libraries directly (PUT: multipart from memory; GET: streamed, discarded):",
+        f"S3 libraries directly (PUT: multipart from memory; GET: streamed, discarded), best of {args.rounds} "
+        "rounds:",
         "",
         "| library | version | PUT MiB/s | GET MiB/s |",
         "|---|---|---|---|",
@@ -320,18 +320,24 @@ def report(args: argparse.Namespace, libraries: dict[str, tuple[float, float] | 
             out.append(f"| {name} | not installed | - | - |")
         else:
             out.append(f"| {name} | {version(name)} | {rate(size, best[0]):.0f} | {rate(size, best[1]):.0f} |")
-    ratio_up, ratio_down = direct[0] / through[0], direct[1] / through[1]
+    rows = []
+    for index, label in ((0, "upload (PUT / STOR)"), (1, "download (GET / RETR)")):
+        direct = [pair[0][index] for pair in pairs]
+        through = [pair[1][index] for pair in pairs]
+        ratios = [d / f for d, f in zip(direct, through, strict=True)]  # ftpkit's speed over the direct one
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        side = [f"{rate(size, statistics.median(times)):.0f} MiB/s (best {rate(size, min(times)):.0f})"
+                for times in (direct, through)]
+        rows.append(f"| {label} | {side[0]} | {side[1]} | {statistics.median(ratios):.2f}x ({each}) |")
     out += [
         "",
         f"{mib} MiB through ftpkit on S3 (curl: STOR from a file in the page cache, RETR to /dev/null) against "
-        "aiobotocore directly, rounds interleaved:",
+        f"aiobotocore directly; {len(pairs)} rounds, each a direct run then an ftpkit run; the ratio is the median "
+        "of the rounds' ratios (each round's in brackets):",
         "",
-        "| transfer | aiobotocore directly | through ftpkit | ftpkit / direct |",
+        "| transfer | aiobotocore directly, median | through ftpkit, median | ftpkit / direct |",
         "|---|---|---|---|",
-        f"| upload (PUT / STOR) | {direct[0]:.1f} s, {rate(size, direct[0]):.0f} MiB/s | {through[0]:.1f} s, "
-        f"{rate(size, through[0]):.0f} MiB/s | {ratio_up:.2f}x |",
-        f"| download (GET / RETR) | {direct[1]:.1f} s, {rate(size, direct[1]):.0f} MiB/s | {through[1]:.1f} s, "
-        f"{rate(size, through[1]):.0f} MiB/s | {ratio_down:.2f}x |",
+        *rows,
         "",
         "Peak memory of a fresh `ftpkit serve --storage s3://...` (VmHWM) after the work shown:",
         "",

@@ -345,3 +345,19 @@ def test_renaming_an_object_too_big_for_one_copy_copies_it_in_parts(s3_server, f
     assert "large.bin" not in bucket.list()
     assert ops.names.count("UploadPartCopy") == 2 and "CopyObject" not in ops.names, ops.names
     assert bucket.uploads() == []
+
+
+def test_hash_streams_a_ranged_get_and_mfmt_and_avbl_say_why_not(ftp):
+    """HASH and the X commands digest a ranged GET; MFMT is refused with the reason (S3 sets the times); AVBL cannot
+    tell; a directory has no digest."""
+    import hashlib
+
+    assert ftp.sendcmd("XSHA256 random.bin") == "250 " + hashlib.sha256(TREE_RANDOM).hexdigest().upper()
+    part = ftp.sendcmd("XSHA256 random.bin 1000 500000")
+    assert part == "250 " + hashlib.sha256(TREE_RANDOM[1000:500000]).hexdigest().upper()
+    with pytest.raises(ftplib.error_perm, match=r"^550 .*object storage sets an object's time itself"):
+        ftp.sendcmd("MFMT 20200102030405 hello.txt")
+    with pytest.raises(ftplib.error_perm, match=r"^550 sub: XSHA256 works on plain files only"):
+        ftp.sendcmd("XSHA256 sub")
+    with pytest.raises(ftplib.error_perm, match=r"^502 AVBL: this storage cannot tell its free space"):
+        ftp.sendcmd("AVBL")
