@@ -324,9 +324,19 @@ class _ReusingFTP_TLS(ftplib.FTP_TLS):
     """Python's ftplib with the data connection resuming the control connection's TLS session (what curl, lftp
     and FileZilla do; stock ftplib does not, so servers that require reuse refuse it, vsftpd as ftpkit)."""
 
+    protected = False  # our own record of PROT P (ftplib keeps its own in a private attribute)
+
+    def prot_p(self):  # type: ignore[no-untyped-def]
+        self.protected = True
+        return super().prot_p()
+
+    def prot_c(self):  # type: ignore[no-untyped-def]
+        self.protected = False
+        return super().prot_c()
+
     def ntransfercmd(self, cmd, rest=None):  # type: ignore[no-untyped-def]
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
+        if self.protected:
             conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
         return conn, size
 
