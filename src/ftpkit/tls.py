@@ -213,6 +213,12 @@ class ControlStream:
     async def drain(self) -> None:
         await self.writer.drain()
 
+    def write_pending(self) -> bool:
+        """Whether :meth:`drain` may have to wait: bytes still queued in the transport, or it is closing (then
+        drain raises the connection's error)."""
+        transport = self.writer.transport
+        return transport.is_closing() or transport.get_write_buffer_size() > 0
+
     def close(self) -> None:
         if self.tls is not None:
             with contextlib.suppress(ssl.SSLError, ssl.SSLWantReadError):

@@ -11,6 +11,7 @@ engineers write it down (``195*256+80 = 50000``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if self.family == 2 else f"{self.host}:{self.port}"
 
 
+@functools.lru_cache(maxsize=4096)  # a few calls per session on the same peer's address: parsed once
 def plain_ip(address: str) -> str:
     """``::ffff:127.0.0.1`` -> ``127.0.0.1``; other addresses normalised (a zone index is dropped)."""
     ip = ipaddress.ip_address(address.split("%")[0])

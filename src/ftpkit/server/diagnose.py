@@ -24,6 +24,7 @@ What the server can tell on its own:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ FailureKind = str
 """How a data connection failed to open: ``timeout``, ``refused``, ``unreachable``, ``exhausted``, ``error``."""
 
 
+@functools.lru_cache(maxsize=4096)
 def is_global(ip: str) -> bool:
     """A public address (the analyzer's test too): RFC 1918, CGNAT, loopback, link-local, the benchmarking range
     and other special-purpose addresses are not."""

@@ -149,8 +149,11 @@ class Session:
 
     async def _drain(self) -> None:
         """Wait until the client takes our replies; one that stops reading them is let go after idle_timeout."""
+        if not self.stream.write_pending():
+            return  # the kernel took the reply at once (nearly always): no timer, no task
         try:
-            await asyncio.wait_for(self.stream.drain(), self.cfg.idle_timeout)
+            async with asyncio.timeout(self.cfg.idle_timeout):
+                await self.stream.drain()
         except TimeoutError:
             raise ConnectionAbortedError(f"the client read no reply for {self.cfg.idle_timeout:g} s") from None
 
@@ -308,7 +311,8 @@ class Session:
             self.set_data(None)
             self.stream.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.stream.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self.stream.wait_closed()
             self.shared.sessions.discard(self)
             self.set_prelogin(False)
             probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line
