@@ -52,18 +52,19 @@ class TransferLog:
             self._writer.shutdown(wait=True)
 
     def record(self, rec: TransferRecord) -> None:
-        rate = rec.bytes / rec.seconds / 1e6 if rec.seconds > 0 else 0.0
-        status = "ok" if rec.complete else f"failed ({rec.error})"
-        log.info(
-            "[%s] transfer %s %s %s: %d bytes in %.3f s (%.1f MB/s), %s %s %s, %s",
-            rec.session, rec.user, rec.command, rec.path, rec.bytes, rec.seconds, rate, rec.mode, rec.method,
-            rec.announced, status,
-            extra={"transfer": {
-                "user": rec.user, "command": rec.command, "path": rec.path, "bytes": rec.bytes,
-                "seconds": round(rec.seconds, 6), "mode": rec.mode, "method": rec.method,
-                "announced": rec.announced, "complete": rec.complete, "error": rec.error,
-            }},
-        )
+        if log.isEnabledFor(logging.INFO):  # the line and its fields are built only when someone reads them
+            rate = rec.bytes / rec.seconds / 1e6 if rec.seconds > 0 else 0.0
+            status = "ok" if rec.complete else f"failed ({rec.error})"
+            log.info(
+                "[%s] transfer %s %s %s: %d bytes in %.3f s (%.1f MB/s), %s %s %s, %s",
+                rec.session, rec.user, rec.command, rec.path, rec.bytes, rec.seconds, rate, rec.mode, rec.method,
+                rec.announced, status,
+                extra={"transfer": {
+                    "user": rec.user, "command": rec.command, "path": rec.path, "bytes": rec.bytes,
+                    "seconds": round(rec.seconds, 6), "mode": rec.mode, "method": rec.method,
+                    "announced": rec.announced, "complete": rec.complete, "error": rec.error,
+                }},
+            )
         if self.path is None or rec.command not in ("RETR", "STOR", "STOU", "APPE"):
             return
         name = rec.path.replace(" ", "_")
