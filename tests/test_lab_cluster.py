@@ -92,6 +92,7 @@ def test_a_node_killed_mid_download_the_retry_finishes_on_the_other(run: dict[st
     assert data["killed"] in ("node1", "node2")
     assert data["haproxy"][data["killed"]].startswith("DOWN")  # the health check took it out
     assert data["resumed_via"] not in (None, data["killed"])
+    assert data["rest"] is not None, "the retry did not resume (no REST)"
     assert 0 < data["killed_at"] <= data["rest"] < 8 << 20  # resumed where the partial file ended, not from 0
     assert data["sessions"][0]["node"] == data["killed"]
     assert data["exit"] == 0 and data["sha256_received"] == data["sha256_sent"]
