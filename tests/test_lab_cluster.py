@@ -8,11 +8,14 @@ missing program skips (a failure with CI=true, the conftest rule).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +46,7 @@ def _weed_sockets() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("seaweedfs-*-grpc-*.sock")}
 
 
-@pytest.fixture(scope="module")
-def run() -> Iterator[dict[str, Any]]:
-    """`ftpkit lab run cluster --json` once: its exit code, its report, and what existed before."""
+def _require_tools() -> None:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root to create network namespaces (CI runs the tests as root)")
     for program in ("haproxy", "iptables", "tc", "setpriv", "ip"):
@@ -55,6 +56,12 @@ def run() -> Iterator[dict[str, Any]]:
 
     weed_binary()
     require_server()
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[dict[str, Any]]:
+    """`ftpkit lab run cluster --json` once: its exit code, its report, and what existed before."""
+    _require_tools()
     before = {"namespaces": set(lab_namespaces()), "sockets": _weed_sockets()}
     done = subprocess.run([*FTPKIT, "lab", "run", "cluster", "--json"], capture_output=True, text=True,
                           timeout=RUN_LIMIT, check=False)
@@ -124,9 +131,7 @@ def test_nothing_is_left_behind(run: dict[str, Any]):
     assert set(lab_namespaces()) <= run["before"]["namespaces"]
     assert not Path(report["workdir"]).exists()
     assert _weed_sockets() <= run["before"]["sockets"]
-    leftovers = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-                 if report["workdir"].encode() in _cmdline(pid)]
-    assert leftovers == []
+    assert _using(report["workdir"]) == []
 
 
 def _cmdline(pid: int) -> bytes:
@@ -134,6 +139,39 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _using(folder: str) -> list[int]:
+    """The processes whose command line names ``folder`` (every program of a run names its work folder)."""
+    return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if folder.encode() in _cmdline(pid)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_interrupted_with_everything_up_leaves_nothing(sig: signal.Signals):
+    _require_tools()
+    popen = subprocess.Popen([*FTPKIT, "lab", "run", "cluster"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        end = time.monotonic() + RUN_LIMIT
+        ready: list[Path] = []
+        while not ready and popen.poll() is None and time.monotonic() < end:  # HAProxy's config: the nodes are up
+            ready = list(Path(tempfile.gettempdir()).glob(f"ftpkit-lab{popen.pid}-*/haproxy.cfg"))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(0.05)
+        assert ready, f"the run never got its nodes up (exit {popen.poll()})"
+        workdir = str(ready[0].parent)
+        assert _using(workdir), "no process of the run is running?"
+        popen.send_signal(sig)
+        _, err = popen.communicate(timeout=120)
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait(10)
+    assert popen.returncode == 130, err
+    assert err.decode().strip().splitlines() == ["ftpkit lab: interrupted; everything it started was removed"]
+    assert set(cluster_names(popen.pid).all).isdisjoint(lab_namespaces())
+    assert not Path(workdir).exists()
+    assert _using(workdir) == []
 
 
 # --- without the cluster ------------------------------------------------------------------------------------------
