@@ -146,7 +146,7 @@ def _using(folder: str) -> list[int]:
     return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if folder.encode() in _cmdline(pid)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_run_interrupted_with_everything_up_leaves_nothing(sig: signal.Signals):
     _require_tools()
     popen = subprocess.Popen([*FTPKIT, "lab", "run", "cluster"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
