@@ -147,19 +147,22 @@ def _using(folder: str) -> list[int]:
     return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if folder.encode() in _cmdline(pid)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_run_interrupted_with_everything_up_leaves_nothing(sig: signal.Signals):
+@pytest.mark.parametrize(("sig", "stage"), [(signal.SIGINT, "weed.log"), (signal.SIGTERM, "haproxy.cfg")],
+                         ids=["SIGINT-while-services-start", "SIGTERM-with-everything-up"])
+def test_an_interrupted_run_leaves_nothing(sig: signal.Signals, stage: str):
+    """Interrupted once the run's folder holds ``stage``: SeaweedFS's log (PostgreSQL and SeaweedFS starting) or
+    HAProxy's configuration (both nodes up)."""
     _require_tools()
     popen = subprocess.Popen([*FTPKIT, "lab", "run", "cluster"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True)
     try:
         end = time.monotonic() + RUN_LIMIT
         ready: list[Path] = []
-        while not ready and popen.poll() is None and time.monotonic() < end:  # HAProxy's config: the nodes are up
-            ready = list(Path(tempfile.gettempdir()).glob(f"ftpkit-lab{popen.pid}-*/haproxy.cfg"))
+        while not ready and popen.poll() is None and time.monotonic() < end:
+            ready = list(Path(tempfile.gettempdir()).glob(f"ftpkit-lab{popen.pid}-*/{stage}"))
             with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(0.05)
-        assert ready, f"the run never got its nodes up (exit {popen.poll()})"
+                popen.wait(0.02)
+        assert ready, f"the run never got to {stage} (exit {popen.poll()})"
         workdir = str(ready[0].parent)
         assert _using(workdir), "no process of the run is running?"
         popen.send_signal(sig)
