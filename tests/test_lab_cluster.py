@@ -221,3 +221,18 @@ def test_the_node_of_each_session_is_read_from_the_transcript():
         {"node": "node1", "announced": "198.18.3.11", "rest": None, "logged_in": True},
         {"node": "node2", "announced": None, "rest": 4096, "logged_in": False},
     ]
+
+
+@NEEDS_ROOT
+def test_the_namespaces_of_a_killed_cluster_run_are_known_as_leftovers():
+    from ftpkit.lab.topology import leftover_namespaces, teardown
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = cluster_names(dead.pid)
+    subprocess.run(["ip", "netns", "add", names["node2"]], check=True, timeout=20)
+    try:
+        assert names["node2"] in lab_namespaces() and names["node2"] in leftover_namespaces()  # `lab down` removes it
+    finally:
+        teardown([names["node2"]])
+    assert names["node2"] not in lab_namespaces()

@@ -24,9 +24,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from ftpkit.lab import cluster_checks
 from ftpkit.lab import cluster_services as svc
+from ftpkit.lab.cluster_checks import PASSWORD, USER, Check
 from ftpkit.lab.cluster_topology import (
     BALANCER_ADDRESS,
     NODE_ADDRESS,
@@ -40,6 +41,7 @@ from ftpkit.lab.processes import (
     LabError,
     Processes,
     log_tail,
+    netns_dir,
     pid_alive,
     signals_raise,
     uninterrupted,
@@ -47,15 +49,6 @@ from ftpkit.lab.processes import (
 )
 
 READY_TIMEOUT = 60.0  # seconds for SeaweedFS, PostgreSQL and HAProxy's first health checks
-PASSWORD = "cluster-lab-secret"
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    lines: list[str]
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,7 +80,7 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"ftp://{svc.USER}:{PASSWORD}@{BALANCER_ADDRESS}"
+        return f"ftp://{USER}:{PASSWORD}@{BALANCER_ADDRESS}"
 
     def run(self, name: str, role: str, argv: list[str], limit: float = 60.0, stdin: bytes | None = None,
             stem: str | None = None) -> tuple[int | None, str, str]:
@@ -158,7 +151,7 @@ def start(procs: Processes, names: ClusterNames, workdir: Path, timeout: float) 
     cluster = Cluster(procs, names, workdir, workdir / "haproxy.sock", {}, {n: workdir / f"{n}.log" for n in NODES},
                       users_db, weed, timeout)
     for argv, feed in ((["user", "init", "--db", users_db], None),
-                       (["user", "add", "--db", users_db, "--password-stdin", svc.USER], PASSWORD.encode() + b"\n")):
+                       (["user", "add", "--db", users_db, "--password-stdin", USER], PASSWORD.encode() + b"\n")):
         code, said, err = cluster.run(f"ftpkit {argv[0]} {argv[1]}", "node1",
                                       [sys.executable, "-m", "ftpkit", *argv], stdin=feed)
         if code != 0:
@@ -177,8 +170,6 @@ def start(procs: Processes, names: ClusterNames, workdir: Path, timeout: float) 
 def run_cluster(timeout: float = 2.0) -> ClusterReport:
     """Build the cluster, run every check, and remove everything again (in ``finally``, also on Ctrl-C and
     SIGTERM). Raises :class:`LabError` when a program is missing or the cluster cannot be built."""
-    from ftpkit.lab import cluster_checks
-
     begun = time.monotonic()
     problem = svc.missing()
     if problem:
@@ -210,13 +201,7 @@ def run_cluster(timeout: float = 2.0) -> ClusterReport:
 
 def leftovers(report: ClusterReport) -> Check:
     """6. Nothing left behind: the run's namespaces, processes, folder and SeaweedFS's sockets are gone."""
-    from ftpkit.lab.processes import netns_dir
-
-    try:
-        existing = set(Path(netns_dir()).iterdir())
-    except OSError:
-        existing = set()
-    namespaces = [name for name in report.names.all if netns_dir() / name in existing]
+    namespaces = [name for name in report.names.all if (netns_dir() / name).exists()]
     alive = [pid for pid in report.started if pid_alive(pid)]
     folder = Path(report.workdir).exists()
     sockets = sorted(str(p) for p in Path(tempfile.gettempdir()).glob("seaweedfs-*-grpc-*.sock"))

@@ -14,23 +14,44 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftpkit.lab.cluster_topology import CLIENT_ADDRESS, NODE_PUBLIC, NODES, SERVICES_ADDRESS, iptables, shape
+from ftpkit.lab.cluster_topology import (
+    BALANCER_ADDRESS,
+    CLIENT_ADDRESS,
+    NODE_PASSIVE,
+    NODE_PUBLIC,
+    NODES,
+    SERVICES_ADDRESS,
+    iptables,
+    shape,
+)
 from ftpkit.lab.processes import LabError
 from ftpkit.protocol.hostport import HostPortError, parse_pasv
 
 if TYPE_CHECKING:
-    from ftpkit.lab.cluster import Check, Cluster
+    from ftpkit.lab.cluster import Cluster
 
 FTPKIT = [sys.executable, "-m", "ftpkit"]
+USER, PASSWORD = "alice", "cluster-lab-secret"  # the one account, added once to PostgreSQL
 PAYLOAD_SIZE = 8 << 20
 THROTTLE = "16mbit"  # the router's link to the client during the failover check: the download takes ~4 s
 KILL_AFTER = 1 << 20  # bytes downloaded before the serving node is killed
 ATTEMPTS = 6  # sessions tried to reach a given node (round robin: two are enough)
 _BANNER = re.compile(r"^<-- 220[ -]ftpkit (node\d) ready")
 _REST = re.compile(r"^--> REST (\d+)")
+
+
+@dataclass
+class Check:
+    """One check's outcome: its lines for the report, and the facts behind them (for ``--json`` and the tests)."""
+
+    name: str
+    ok: bool
+    lines: list[str]
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def sessions(transcript: str) -> list[dict[str, Any]]:
@@ -67,8 +88,6 @@ def _sha256(path: Path) -> str:
 
 def logins(cluster: Cluster) -> Check:
     """1. The user added once to PostgreSQL logs in on either node."""
-    from ftpkit.lab.cluster import Check
-
     seen: dict[str, dict[str, Any]] = {}
     tried: list[dict[str, Any]] = []
     for attempt in range(ATTEMPTS):
@@ -88,8 +107,6 @@ def logins(cluster: Cluster) -> Check:
 
 def upload_download(cluster: Cluster) -> Check:
     """2. Upload through one node, download byte-exact through the other."""
-    from ftpkit.lab.cluster import Check
-
     payload = cluster.workdir / "payload.bin"
     payload.write_bytes(os.urandom(PAYLOAD_SIZE))
     payload.chmod(0o644)
@@ -117,8 +134,6 @@ def upload_download(cluster: Cluster) -> Check:
 
 def failover(cluster: Cluster) -> Check:
     """3. The node serving a download is killed midway; ``ftpkit get -c --retries 3`` finishes through the other."""
-    from ftpkit.lab.cluster import Check
-
     payload, target = cluster.workdir / "payload.bin", cluster.workdir / "failover.bin"
     err_path = cluster.workdir / "failover.err"
     router = cluster.names["router"]
@@ -168,33 +183,29 @@ def failover(cluster: Cluster) -> Check:
 
 def real_address(cluster: Cluster) -> Check:
     """4. The node sees the client's own address through the balancer, and RFC 2577's PORT check holds."""
-    from ftpkit.lab.cluster import Check
-
     code, out, err = cluster.run("conversation", "client", [sys.executable, "-m", "ftpkit.lab.cluster_helpers",
-                                                            "conversation", "198.18.2.2", "21", "alice",
-                                                            "cluster-lab-secret", SERVICES_ADDRESS])
+                                                            "conversation", BALANCER_ADDRESS, "21", USER,
+                                                            PASSWORD, SERVICES_ADDRESS])
     if code != 0:
         raise LabError(f"the raw conversation failed (exit {code}): {err.strip().splitlines()[-1:]}")
     said = json.loads(out)
     greeted = _BANNER.match("<-- " + said["greeting"])
     node = greeted.group(1) if greeted else "?"
     logged = [line for n in NODES for line in cluster.node_logs[n].read_text(errors="replace").splitlines()
-              if f"connect from {CLIENT_ADDRESS}:" in line and "via 198.18.2.2" in line]
+              if f"connect from {CLIENT_ADDRESS}:" in line and f"via {BALANCER_ADDRESS}" in line]
     sees = said["whoami"].split(" ", 1)[1] if " " in said["whoami"] else ""
     refused = said["port_third"][:1] == "5"
     ok = sees.split(" ")[0] == CLIENT_ADDRESS and refused and bool(logged)
     lines = [f"through the balancer {node} sees the client at {sees or '?'} (SITE WHOAMI; the client is "
              f"{said['local']})",
              f"PORT {SERVICES_ADDRESS},… (a third host) → {said['port_third']}",
-             f"the nodes logged {len(logged)} connections from {CLIENT_ADDRESS} via 198.18.2.2"]
+             f"the nodes logged {len(logged)} connections from {CLIENT_ADDRESS} via {BALANCER_ADDRESS}"]
     return Check("real-client-address", ok, lines, {**said, "node": node, "logged": len(logged)})
 
 
 def doctor(cluster: Cluster) -> Check:
     """5. The doctor against the balancer, with node2's passive range dropped by node2's own firewall."""
-    from ftpkit.lab.cluster import Check
-
-    low, high = 50100, 50199
+    low, high = NODE_PASSIVE["node2"]
     iptables(cluster.names["node2"], ["-A", "INPUT", "-p", "tcp", "--dport", f"{low}:{high}", "-j", "DROP"])
     per_node: dict[str, dict[str, Any]] = {}
     for attempt in range(ATTEMPTS):
@@ -236,8 +247,6 @@ STEPS: tuple[Callable[[Cluster], Check], ...] = (logins, upload_download, failov
 
 
 def run_all(cluster: Cluster) -> list[Check]:
-    from ftpkit.lab.cluster import Check
-
     out: list[Check] = []
     for step in STEPS:
         try:

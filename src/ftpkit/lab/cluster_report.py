@@ -10,13 +10,18 @@ from rich.text import Text
 
 from ftpkit.diagnosis import catalog
 from ftpkit.lab.cluster import ClusterReport
-from ftpkit.lab.cluster_topology import links
+from ftpkit.lab.cluster_services import PG_PORT, S3_PORT
+from ftpkit.lab.cluster_topology import NODE_PASSIVE, NODE_PUBLIC, NODES, links
 
 NAME = "cluster"
+def _node(node: str) -> str:
+    low, high = NODE_PASSIVE[node]
+    return f"ftpkit serve (passive {low}-{high}, announces {NODE_PUBLIC[node]})"
+
+
 WHAT = {"client": "ftpkit get/put/ls, ftpkit doctor", "balancer": "haproxy :21 (send-proxy-v2)",
-        "node1": "ftpkit serve (passive 50000-50099, announces 198.18.3.11)",
-        "node2": "ftpkit serve (passive 50100-50199, announces 198.18.3.12)",
-        "services": "weed mini (S3 :8333), postgres :5432"}
+        **{node: _node(node) for node in NODES},
+        "services": f"weed mini (S3 :{S3_PORT}), postgres :{PG_PORT}"}
 
 
 def topology_lines(report: ClusterReport) -> list[str]:

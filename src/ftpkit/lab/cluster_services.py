@@ -35,7 +35,6 @@ PG_PORT = 5432
 S3_PORT = 8333
 BUCKET = "ftpkit-cluster"
 ACCESS_KEY, REGION = "ftpkit-lab", "us-east-1"
-USER = "alice"
 
 # The FTP health check of the README's "Running several nodes" section (a test keeps the two the same): a 220
 # greeting, QUIT, 221; "connect default" sends the server line's PROXY header (v2 LOCAL), which nodes log at debug.
