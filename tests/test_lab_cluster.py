@@ -188,6 +188,16 @@ def test_a_missing_program_is_one_line_naming_it_and_exit_2():
     assert done.stdout == ""
 
 
+@NEEDS_ROOT
+def test_options_of_the_other_scenarios_are_refused_in_one_line():
+    done = subprocess.run([*FTPKIT, "lab", "run", "cluster", "--server", "vsftpd", "--live"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ftpkit lab: --server, --live: not for the cluster scenario (ftpkit nodes and clients, its own checks); "
+        "it takes --timeout, --json and --lang"]
+
+
 def test_the_health_check_is_the_readme_s():
     from haproxy import readme_health_check
 

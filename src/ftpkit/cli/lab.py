@@ -86,6 +86,12 @@ def run_command(scenario: str, mode: str, server: str, client: str, capture: str
     _need_privileges()
     language = choose_language(lang)
     if scenario == "cluster":
+        given = [flag for flag, used in (("--mode", mode != "both"), ("--server", server != "ftpkit"),
+                                         ("--client", client != "ftpkit"), ("--capture", capture is not None),
+                                         ("--no-doctor", no_doctor), ("--live", live)) if used]
+        if given:
+            _fail(f"{', '.join(given)}: not for the cluster scenario (ftpkit nodes and clients, its own checks); "
+                  "it takes --timeout, --json and --lang")
         _run_cluster(timeout, as_json, language)
     modes = ("active", "passive") if mode == "both" else (mode,)
     options = LabOptions(modes=modes, server=server, client=client, timeout=timeout, doctor=not no_doctor,
