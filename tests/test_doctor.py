@@ -159,6 +159,26 @@ def test_passive_address_mismatch_and_active_refused(servers, tree):
     assert report.findings[1].params["reply"].startswith("501")
 
 
+@pytest.mark.parametrize(("announced", "peer", "code"), [
+    # a node behind a load balancer: its 227 names the node; the balancer dialled has no passive ports
+    ("198.18.3.12", "198.18.2.2", "passive-data-timeout"),
+    # a private address seen from elsewhere: what a client meets is the peer's address (clients substitute it)
+    ("10.0.0.5", "9.9.9.9", "passive-data-refused"),  # (no traffic: facts only; 203.0.113.0/24 counts as private)
+])
+def test_a_failed_passive_connection_is_named_by_the_address_that_matters(announced: str, peer: str, code: str):
+    from ftpkit.doctor.diagnose import passive_findings
+    from ftpkit.doctor.model import Facts, PassiveProbe
+    from ftpkit.protocol.hostport import HostPort, classify_announced
+
+    probe = PassiveProbe("PASV", "227 Entering Passive Mode", 227, HostPort(announced, 50150),
+                         classify_announced(announced, peer), direct="timeout", substituted="refused")
+    findings = passive_findings(Facts("lb.example", 21, "alice", peer=peer, passive=[probe]))
+    failure = findings[-1]
+    assert failure.code == code
+    assert f"connect {announced}:50150 -> timeout" in failure.evidence  # both tries, each with its own address
+    assert f"connect {peer}:50150 -> refused" in failure.evidence
+
+
 def test_active_connect_failure_is_named(servers, tree):
     # the server accepts a foreign address, connects there and fails: nobody listens on 127.0.0.3
     lax = servers.start(tree, allow_foreign_addresses=True, data_connect_timeout=1)

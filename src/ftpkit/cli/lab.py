@@ -54,11 +54,15 @@ def lab_group() -> None:
 @LANG
 def list_command(lang: str | None) -> None:
     """The scenarios, each with what it shows."""
-    list_scenarios(Console(highlight=False, soft_wrap=True), choose_language(lang))
+    language = choose_language(lang)
+    console = Console(highlight=False, soft_wrap=True)
+    list_scenarios(console, language)
+    console.print(f"{'cluster'.ljust(max(map(len, SCENARIOS)))}  {catalog(language).text('lab', 'cluster-summary')}",
+                  markup=False)
 
 
 @lab_group.command("run")
-@click.argument("scenario", type=click.Choice(list(SCENARIOS)), metavar="SCENARIO")
+@click.argument("scenario", type=click.Choice([*SCENARIOS, "cluster"]), metavar="SCENARIO")
 @click.option("--mode", type=click.Choice(["both", "active", "passive"]), default="both", show_default=True,
               help="which data connection modes to try")
 @click.option("--server", type=click.Choice(SERVERS), default="ftpkit", show_default=True,
@@ -81,6 +85,14 @@ def run_command(scenario: str, mode: str, server: str, client: str, capture: str
     """Build SCENARIO, run transfers in both modes, diagnose them, and remove everything again."""
     _need_privileges()
     language = choose_language(lang)
+    if scenario == "cluster":
+        given = [flag for flag, used in (("--mode", mode != "both"), ("--server", server != "ftpkit"),
+                                         ("--client", client != "ftpkit"), ("--capture", capture is not None),
+                                         ("--no-doctor", no_doctor), ("--live", live)) if used]
+        if given:
+            _fail(f"{', '.join(given)}: not for the cluster scenario (ftpkit nodes and clients, its own checks); "
+                  "it takes --timeout, --json and --lang")
+        _run_cluster(timeout, as_json, language)
     modes = ("active", "passive") if mode == "both" else (mode,)
     options = LabOptions(modes=modes, server=server, client=client, timeout=timeout, doctor=not no_doctor,
                          doctor_timeout=doctor_timeout, capture=Path(capture) if capture else None, lang=language,
@@ -96,6 +108,26 @@ def run_command(scenario: str, mode: str, server: str, client: str, capture: str
         click.echo(json.dumps(to_json(report, language), ensure_ascii=False, indent=2))
     else:
         render(report, Console(highlight=False), language)
+    sys.exit(0 if report.as_expected else 1)
+
+
+def _run_cluster(timeout: float, as_json: bool, language: str) -> None:
+    """``run cluster``: its own programs and checks (--server, --client, --mode, --capture do not apply)."""
+    from ftpkit.lab.cluster import run_cluster
+    from ftpkit.lab.cluster_report import render as render_cluster
+    from ftpkit.lab.cluster_report import to_json as cluster_json
+
+    try:
+        report = run_cluster(timeout)
+    except LabError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("ftpkit lab: interrupted; everything it started was removed", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(cluster_json(report, language), ensure_ascii=False, indent=2))
+    else:
+        render_cluster(report, Console(highlight=False), language)
     sys.exit(0 if report.as_expected else 1)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ftpkit.diagnosis import Finding
-from ftpkit.doctor.model import Facts
+from ftpkit.doctor.model import Facts, PassiveProbe
 from ftpkit.protocol.hostport import HostPort, explain_port
 
 
@@ -13,6 +13,15 @@ def _hp(hp: HostPort | None) -> str:
 
 def _computation(hp: HostPort | None) -> str:
     return explain_port(hp.port) if hp else "?"
+
+
+def _passive_outcome(p: PassiveProbe) -> str:
+    """What a failed passive connection met: at the control peer's address when the announced one is unusable from
+    here (a private address seen from elsewhere: clients substitute the peer's), else at the announced address
+    itself, as with a node behind a load balancer, whose 227 names the node and not the balancer dialled."""
+    if p.substituted != "not-tried" and p.classification != "other-host":
+        return p.substituted
+    return p.direct
 
 
 def passive_findings(facts: Facts) -> list[Finding]:
@@ -43,10 +52,12 @@ def passive_findings(facts: Facts) -> list[Finding]:
         return out
     failed = [p for p in answered if not p.worked]
     for p in failed:
-        outcome = p.substituted if p.substituted != "not-tried" else p.direct
+        outcome = _passive_outcome(p)
         params = {"announced": _hp(p.announced), "computation": _computation(p.announced)}
-        evidence = (f"{p.method} -> {p.reply}", f"connect {_hp(p.announced)} -> {outcome}") + (
-            (f"LIST -> {p.list_reply}",) if p.list_reply else ())
+        tries = (f"connect {_hp(p.announced)} -> {p.direct}",) + (
+            (f"connect {facts.peer}:{p.announced.port} -> {p.substituted}",)
+            if p.substituted != "not-tried" and p.announced else ())
+        evidence = (f"{p.method} -> {p.reply}", *tries) + ((f"LIST -> {p.list_reply}",) if p.list_reply else ())
         if outcome == "timeout":
             out.append(Finding("passive-data-timeout", params=params, evidence=evidence))
             break

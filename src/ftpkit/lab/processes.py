@@ -65,10 +65,12 @@ class Processes:
 
     def start(self, name: str, namespace: str, argv: list[str], *, stdout: IO[bytes] | int = subprocess.DEVNULL,
               stderr: IO[bytes] | int = subprocess.DEVNULL, stdin: IO[Any] | int = subprocess.DEVNULL,
-              stop_signal: signal.Signals = signal.SIGTERM) -> subprocess.Popen[bytes]:
+              stop_signal: signal.Signals = signal.SIGTERM,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """``env``: variables set for it on top of ours."""
         try:
             popen = subprocess.Popen(in_namespace(namespace, argv), stdin=stdin, stdout=stdout, stderr=stderr,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **env} if env else None)
         except OSError as exc:
             raise LabError(f"cannot start {name}: {exc.strerror or exc}") from None
         self.started.append(Started(name, popen, stop_signal))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from ftpkit.lab.processes import PREFIX, LabError, in_namespace, kill_namespace_processes, netns_dir, pid_alive
 
 ROLES = ("client", "router", "server")
-_RUN_NAME = re.compile(r"^ftpkit-lab(\d+)-(client|router|server)$")
+_RUN_NAME = re.compile(r"^ftpkit-lab(\d+)-(client|router|server|balancer|node1|node2|services)$")  # + cluster
 
 
 @dataclass(frozen=True)
