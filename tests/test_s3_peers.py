@@ -1,12 +1,14 @@
 """The client interop tests that make sense, against the S3 backend (a real SeaweedFS): curl, lftp and ftpkit's
-client get, put, resume, mirror and list, in passive and in active mode, and over FTPS. Results are checked in the
-bucket (uploads) and on the local disk (downloads); the server's debug log proves which data-connection command
-each mode really used.
+client get, put, resume, mirror and list (ftplib: get, put, resume both ways, list, rename, folders), in passive
+and in active mode, and over FTPS. Results are checked in the bucket (uploads) and on the local disk (downloads);
+the server's debug log proves which data-connection command each mode really used.
 """
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -177,6 +179,49 @@ def test_ftpkit_client_get_put_resume_mirror_ls(s3_server, bucket, mode, tmp_pat
     listing = run([*FTPKIT, "ls", flag, f"{base}/m/"], tmp_path).stdout
     assert listing.splitlines() == ["a.txt", "big/", f"{JP_DIR}/"], listing
     assert verbs() and verbs() <= FTPKIT_MODES[mode][1], verbs()
+
+
+# --- ftplib (the standard library's client, in this process) ----------------------------------------------------
+
+FTPLIB_MODES = {"passive": (True, PASSIVE), "active": (False, ACTIVE)}
+
+
+@pytest.mark.parametrize("mode", list(FTPLIB_MODES))
+def test_ftplib_get_put_resume_list_rename(s3_server, bucket, mode, verbs):
+    ftp = ftplib.FTP()
+    ftp.encoding = "utf-8"
+    ftp.connect("127.0.0.1", s3_server.port, timeout=TIMEOUT)
+    try:
+        ftp.login("alice", "secret")
+        ftp.set_pasv(FTPLIB_MODES[mode][0])
+        got = bytearray()
+        ftp.retrbinary("RETR random.bin", got.extend)
+        assert same(bytes(got), TREE_RANDOM)
+        tail = bytearray()  # a download resumed (REST n + RETR: a ranged GET)
+        ftp.retrbinary("RETR random.bin", tail.extend, rest=1000)
+        assert same(bytes(tail), TREE_RANDOM[1000:])
+
+        data = os.urandom(5 * MIB)
+        ftp.storbinary("STOR up.bin", io.BytesIO(data))
+        assert same(bucket.get("up.bin"), data)
+        assert ftp.size("up.bin") == len(data)
+        bucket.put("cont.bin", data[:3 * MIB])  # what an interrupted upload stored: REST n + STOR continues it
+        ftp.storbinary("STOR cont.bin", io.BytesIO(data[3 * MIB:]), rest=3 * MIB)
+        assert same(bucket.get("cont.bin"), data)
+
+        ftp.mkd("fold")
+        ftp.rename("up.bin", "fold/moved.bin")
+        assert bucket.get("up.bin") is None and same(bucket.get("fold/moved.bin"), data)
+        facts = dict(ftp.mlsd("", ["type", "size"]))
+        assert facts["fold"]["type"] == "dir" and facts["cont.bin"]["size"] == str(len(data)), facts
+        assert JP_FILE in ftp.nlst() and "moved.bin" in ftp.nlst("fold")
+        ftp.delete("fold/moved.bin")
+        ftp.rmd("fold")
+        assert "fold" not in ftp.nlst()
+        ftp.quit()
+    finally:
+        ftp.close()
+    assert verbs() and verbs() <= FTPLIB_MODES[mode][1], verbs()
 
 
 # --- FTPS --------------------------------------------------------------------------------------------------------
