@@ -22,8 +22,9 @@ from typing import BinaryIO, ClassVar
 
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import DataMethod, DataMode, HostPort, plain_ip
+from ftpkit.server.data_hello import HelloRefused, screen_data_hello
 from ftpkit.server.xferlog import Direction
-from ftpkit.tls import describe_ssl_error
+from ftpkit.tls import ServerContext, describe_ssl_error
 
 log = logging.getLogger("ftpkit.server")
 
@@ -213,6 +214,14 @@ class DataStream:
         connected), after the 150 reply, as clients expect."""
         loop = asyncio.get_running_loop()
         plain = self.transport
+        if isinstance(context, ServerContext):
+            start = loop.time()
+            try:
+                await screen_data_hello(plain, context, timeout)
+            except HelloRefused as exc:
+                plain.close()
+                raise DataTLSError(str(exc)) from None
+            timeout = max(0.001, timeout - (loop.time() - start))
         try:
             tls_transport = await loop.start_tls(plain, self.protocol, context, server_side=True,
                                                  ssl_handshake_timeout=timeout)
