@@ -1,9 +1,11 @@
-"""TLS 1.3 session tickets: every protected data connection of a session resumes the control connection's session,
-the third and later ones too (``require_session_reuse``), with curl and with ftplib (the session-reusing client)."""
+"""TLS session resumption on protected data connections (``require_session_reuse``): every data connection of a
+session resumes, the third and later ones too, under TLS 1.2 and 1.3 (session tickets), with curl, lftp and ftplib
+(the session-reusing client), also after transfers that ended badly (a reset, ABOR)."""
 
 from __future__ import annotations
 
 import ftplib
+import gc
 import io
 import ssl
 import subprocess
@@ -66,7 +68,7 @@ def test_curl_resumes_every_data_connection(tls_server, cert):
     assert proc.returncode == 0, err
     assert proc.stdout == b"hello\nworld\n" * DATA_CONNECTIONS
     assert err.count("226 ") == DATA_CONNECTIONS, err
-    print(err)
+    assert err.count("SSL re-using session ID") == DATA_CONNECTIONS, err
 
 
 def test_lftp_resumes_every_data_connection(tls_server, cert, tmp_path):
@@ -76,6 +78,43 @@ def test_lftp_resumes_every_data_connection(tls_server, cert, tmp_path):
               + "; ".join(f"get hello.txt -o {tmp_path}/h{n}.txt" for n in range(DATA_CONNECTIONS)))
     proc = subprocess.run([lftp, "-d", "-c", script], capture_output=True, timeout=60, check=False)
     err = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-    print(err)
     assert proc.returncode == 0, err
+    assert err.count("<--- 226 ") == DATA_CONNECTIONS and "522" not in err, err
     assert [(tmp_path / f"h{n}.txt").read_bytes() for n in range(DATA_CONNECTIONS)] == [b"hello\nworld\n"] * 6
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(_: bytes) -> None:
+    raise _Stop
+
+
+def test_data_connections_still_resume_after_transfers_that_ended_badly(tls_server, cert):
+    """OpenSSL drops the session of a connection freed without a close_notify sent from its cache; with TLS 1.2 the
+    data connections share the control connection's session, so one reset download used to make every later data
+    connection of the session a 522 (as soon as the broken connection was freed: ``gc.collect()`` here, in the
+    server's process, instead of waiting for it)."""
+    (tls_server.root / "big.bin").write_bytes(bytes(16 << 20))
+    ftp = _ReusingFTP_TLS(context=ssl.create_default_context(cafile=str(cert[0])))
+    ftp.resumed = []
+    ftp.connect("127.0.0.1", tls_server.port, timeout=20)
+    ftp.login("alice", "secret")
+    ftp.prot_p()
+    for _ in range(2):  # the client resets the data connection in the middle of a download
+        with pytest.raises(_Stop):
+            ftp.retrbinary("RETR big.bin", _stop)
+        assert ftp.getmultiline().startswith("426")
+    conn = ftp.transfercmd("RETR big.bin")  # ABOR in the middle of a download
+    conn.recv(1024)
+    assert ftp.abort().startswith("426")  # the transfer's reply, then ABOR's
+    conn.close()
+    assert ftp.getmultiline().startswith("226")
+    gc.collect()
+    for n in range(DATA_CONNECTIONS):
+        got = io.BytesIO()
+        ftp.retrbinary("RETR hello.txt", got.write)
+        assert got.getvalue() == b"hello\nworld\n", n
+    assert ftp.resumed == [True] * (3 + DATA_CONNECTIONS)
+    ftp.quit()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import random
@@ -265,8 +266,19 @@ class DataStream:
             transport.abort()
 
     def abort(self) -> None:
-        if self.protocol.transport is not None:
-            self.protocol.transport.abort()
+        transport = self.protocol.transport
+        if transport is None:
+            return
+        tls = transport.get_extra_info("ssl_object")
+        transport.abort()
+        if isinstance(tls, ssl.SSLObject):
+            # OpenSSL drops from its cache the session of a connection freed without a close_notify sent (it takes
+            # it for broken): with TLS 1.2, the data connection's session *is* the control connection's, so one
+            # aborted transfer (ABOR, a reset, a 426) would refuse every later data connection of the session
+            # with 522 under require_session_reuse. A shutdown started here (nothing more is sent: the transport
+            # is gone) tells OpenSSL the end was ours.
+            with contextlib.suppress(ssl.SSLError, ValueError, OSError):
+                tls.unwrap()
 
 
 async def _wrap(sock: socket.socket, receive_buffer: int, paused: bool, accepted: bool) -> DataStream:
