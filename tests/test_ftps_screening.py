@@ -223,3 +223,38 @@ def test_strict_sni_on_the_data_connection(strict_server, named_cert):
     assert final.code == 522 and "which the certificate does not name" in final.text, final
     received, error, final = _data_handshake(c, ctx, "ftp.example.test", tls.session)
     assert error is None and final.code == 226, (error, final)
+
+
+def test_client_initiated_renegotiation_is_refused_on_data_connections(servers, tree, named_cert):
+    """TLS 1.2 (1.3 has no renegotiation): a data connection that asks to renegotiate (pyOpenSSL, which can) gets
+    the no_renegotiation alert, and the session goes on."""
+    from OpenSSL import SSL
+
+    server = _start(servers, tree, named_cert, "1.2", require_session_reuse=False)
+    c, _ = _control(server, named_cert, None)
+    assert c.cmd("PBSZ 0").code == 200 and c.cmd("PROT P").code == 200 and c.cmd("TYPE I").code == 200
+    (server.root / "big.bin").write_bytes(bytes(8 << 20))
+    host, port = c.pasv()
+    data = socket.create_connection((host, port), timeout=TIMEOUT)
+    c.send("RETR big.bin")
+    assert c.reply().code == 150
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    data.setblocking(True)  # pyOpenSSL reads a socket in blocking mode only (the suite's timeout bounds the test)
+    conn = SSL.Connection(ctx, data)
+    conn.set_connect_state()
+    conn.do_handshake()
+    assert conn.recv(1024)
+    assert conn.renegotiate()
+    with pytest.raises(SSL.Error, match="no renegotiation"):
+        while True:  # the server answers the renegotiation's ClientHello with a fatal alert, in among the data
+            conn.recv(1 << 16)
+    data.close()
+    final = c.reply()
+    assert final.code == 426, final
+    host, port = c.pasv()  # the session goes on
+    data = socket.create_connection((host, port), timeout=TIMEOUT)
+    c.send("RETR hello.txt")
+    assert c.reply().code == 150
+    assert read_all(_context(named_cert, check=False).wrap_socket(data, server_hostname=None)) == b"hello\nworld\n"
+    assert c.reply().code == 226
