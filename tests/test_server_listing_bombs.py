@@ -174,6 +174,9 @@ def test_glob_patterns_match_one_component_and_every_line_gets_one_reply(servers
     long = "*a" * 1000  # 2,000 characters
     reply = c.cmd(f"STAT {long}")
     assert reply.code == 501 and "at most 255 characters, not 2000" in reply.text, reply
+    for verb in ("LIST", "NLST"):  # refused before the data connection is used
+        c.pasv()
+        assert c.cmd(f"{verb} {long}").code == 501
     assert c.cmd("PWD").code == 257  # the session goes on
 
 
