@@ -16,7 +16,9 @@ from ftpkit.tls_hello import (
     NotClientHello,
     alpn_refusal,
     fatal_alert,
+    name_matches,
     read_client_hello,
+    sni_refusal,
 )
 
 
@@ -41,7 +43,7 @@ def client_hello(alpn: list[str] | None = None, hostname: str | None = "ftp.exam
 @pytest.mark.parametrize("hostname", ["ftp.example.com", None])
 def test_real_client_hellos_are_read_with_their_alpn(alpn, maximum, hostname):
     data = client_hello(alpn, hostname, maximum)
-    expected = ClientHello(alpn=tuple(name.encode() for name in alpn) if alpn else None)
+    expected = ClientHello(alpn=tuple(name.encode() for name in alpn) if alpn else None, server_name=hostname)
     assert read_client_hello(data) == expected
     assert read_client_hello(data + b"\x14\x03\x03\x00\x01\x01") == expected  # what follows is not looked at
     for cut in range(len(data)):
@@ -53,7 +55,7 @@ def test_a_client_hello_split_across_records():
     body = data[5:]
     split = data[:1] + data[1:3]
     records = b"".join(split + len(part).to_bytes(2, "big") + part for part in (body[:7], body[7:100], body[100:]))
-    assert read_client_hello(records) == ClientHello(alpn=(b"http/1.1",))
+    assert read_client_hello(records) == ClientHello(alpn=(b"http/1.1",), server_name="ftp.example.com")
     assert read_client_hello(records[:-1]) is None
 
 
@@ -129,3 +131,33 @@ def test_any_bytes_give_a_hello_none_or_not_client_hello(data):
     assert result is None or isinstance(result, ClientHello)
     if result is None:
         assert len(data) < (1 << 16) + 5 * ((1 << 16) // MAX_RECORD + 2)  # undecided only while it may still grow
+
+
+@pytest.mark.parametrize("host, pattern, matches", [
+    ("ftp.example.com", "ftp.example.com", True),
+    ("FTP.Example.COM.", "ftp.example.com", True),  # case and a trailing dot do not count
+    ("ftp.example.com", "*.example.com", True),
+    ("example.com", "*.example.com", False),  # a wildcard stands for exactly one label
+    ("a.b.example.com", "*.example.com", False),
+    ("ftp.example.org", "*.example.com", False),
+    ("xn--bcher-kva.example.com", "*.example.com", False),  # not for an A-label (RFC 6125 §6.4.3)
+    ("ftp.example.com", "f*.example.com", False),  # partial wildcards are not honoured
+    ("ftp.example.com", "ftp.*.com", False),  # only the left-most label
+    ("example.com", "*.com", False),  # not for a name of two labels
+    ("ftp.example.com", "*", False),
+    ("", "ftp.example.com", False),
+])
+def test_certificate_names_match_as_rfc_6125_says(host, pattern, matches):
+    assert name_matches(host, pattern) is matches
+
+
+def test_strict_sni_refuses_other_names_and_accepts_no_sni():
+    names = (("ftp.example.com", "*.files.example.com"), ("127.0.0.1", "::1"))
+    for ok in ("ftp.example.com", "eu.files.example.com", "127.0.0.1", "0:0::1"):
+        assert sni_refusal(ClientHello(alpn=None, server_name=ok), *names) is None, ok
+    assert sni_refusal(ClientHello(alpn=None, server_name=None), *names) is None  # no SNI: served
+    refusal = sni_refusal(ClientHello(alpn=None, server_name="www.example.com"), *names)
+    assert refusal == "the client asks for the server name 'www.example.com', which the certificate does not name"
+    assert sni_refusal(ClientHello(alpn=None, server_name="10.0.0.1"), *names) is not None
+    assert read_client_hello(client_hello(None, "www.example.com")) == ClientHello(alpn=None,
+                                                                                server_name="www.example.com")

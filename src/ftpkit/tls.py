@@ -16,16 +16,56 @@ import contextlib
 import ssl
 from typing import Literal
 
-from ftpkit.tls_hello import NO_APPLICATION_PROTOCOL, NotClientHello, alpn_refusal, fatal_alert, read_client_hello
+from ftpkit.tls_hello import (
+    NO_APPLICATION_PROTOCOL,
+    UNRECOGNIZED_NAME,
+    ClientHello,
+    NotClientHello,
+    alpn_refusal,
+    fatal_alert,
+    read_client_hello,
+    sni_refusal,
+)
 
 READ_SIZE = 65536
 FTP_ALPN = "ftp"  # the IANA ALPN protocol ID of FTP
 
 
 class ServerContext(ssl.SSLContext):
-    """A server's TLS context: a :class:`ControlStream` screens the ClientHello against ``alpn_protocol`` first."""
+    """A server's TLS context: the ClientHello is screened first (:meth:`refusal`), by :class:`ControlStream` on a
+    control connection and by the server's data connections."""
 
     alpn_protocol: str = FTP_ALPN
+    strict_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    """With strict SNI: the certificate's DNS names and IP addresses, which a client's server_name must match."""
+
+    def refusal(self, hello: ClientHello) -> tuple[int, str] | None:
+        """The fatal alert and the reason to refuse this ClientHello with, or ``None`` to go on."""
+        reason = alpn_refusal(hello, self.alpn_protocol.encode("ascii"))
+        if reason is not None:
+            return NO_APPLICATION_PROTOCOL, f"{reason}: refused with the no_application_protocol alert (RFC 7301)"
+        if self.strict_names is not None:
+            reason = sni_refusal(hello, *self.strict_names)
+            if reason is not None:
+                return UNRECOGNIZED_NAME, f"{reason}: refused with the unrecognized_name alert (tls_strict_sni)"
+        return None
+
+
+def certificate_names(cert: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The DNS names and IP addresses the (first) certificate of a PEM file is for: its subjectAltName entries, or
+    its subject's common name when it has no subjectAltName extension at all (RFC 6125 §6.4.4)."""
+    from cryptography import x509
+
+    with open(cert, "rb") as fh:
+        certificate = x509.load_pem_x509_certificate(fh.read())
+    try:
+        alt = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        common = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return tuple(str(a.value) for a in common), ()
+    dns = tuple(alt.get_values_for_type(x509.DNSName))
+    ips = tuple(str(ip) for ip in alt.get_values_for_type(x509.IPAddress))
+    return dns, ips
 
 TLSMaxVersion = Literal["1.2", "1.3"]
 """The highest TLS version a server offers (see :func:`server_context` for why 1.2 is the default)."""
@@ -106,7 +146,7 @@ class ControlStream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if server_side and isinstance(context, ServerContext):
-            leftover = await self._screen_client_hello(leftover, context.alpn_protocol, deadline)
+            leftover = await self._screen_client_hello(leftover, context, deadline)
         if leftover:
             self._in.write(leftover)
         tls = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname,
@@ -134,7 +174,7 @@ class ControlStream:
         await self.writer.drain()
         self.tls = tls
 
-    async def _screen_client_hello(self, data: bytes, protocol: str, deadline: float) -> bytes:
+    async def _screen_client_hello(self, data: bytes, context: ServerContext, deadline: float) -> bytes:
         """Read until ``data`` holds the whole ClientHello and check it; returns the bytes read, for OpenSSL."""
         loop = asyncio.get_running_loop()
         while True:
@@ -154,12 +194,12 @@ class ControlStream:
             if not chunk:
                 raise TLSError("the peer closed the connection during the TLS handshake")
             data += chunk
-        refusal = alpn_refusal(hello, protocol.encode("ascii"))
+        refusal = context.refusal(hello)
         if refusal is not None:
-            self.writer.write(fatal_alert(NO_APPLICATION_PROTOCOL))
+            self.writer.write(fatal_alert(refusal[0]))
             with contextlib.suppress(ConnectionError, OSError):
                 await self.writer.drain()
-            raise TLSError(f"{refusal}: refused with the no_application_protocol alert (RFC 7301)")
+            raise TLSError(refusal[1])
         return data
 
     async def stop_tls(self, timeout: float = 10.0) -> None:
@@ -231,7 +271,7 @@ class ControlStream:
         await self.writer.wait_closed()
 
 
-def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> ServerContext:
+def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2", strict_sni: bool = False) -> ServerContext:
     """TLS 1.2 at least; by default at most, too.
 
     With TLS 1.2 and no session tickets, a data connection that resumes the control connection's session has the
@@ -242,6 +282,8 @@ def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> S
 
     ALPN selects ``ftp`` when a client offers it (a client offering others only is refused by
     :class:`ControlStream`); a client may not renegotiate (TLS 1.2: a renegotiation costs the server a handshake).
+    ``strict_sni``: a client whose server_name the certificate does not cover gets the ``unrecognized_name`` alert
+    (one without SNI is served: see :func:`ftpkit.tls_hello.sni_refusal`).
     """
     ctx = ServerContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -249,6 +291,8 @@ def server_context(cert: str, key: str, max_version: TLSMaxVersion = "1.2") -> S
     ctx.load_cert_chain(cert, key)
     ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols([FTP_ALPN])
+    if strict_sni:
+        ctx.strict_names = certificate_names(cert)
     return ctx
 
 

@@ -10,14 +10,18 @@ more bytes, or are not TLS at all (then the connection is dropped at once instea
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 HANDSHAKE = 22  # TLS record content type
 CLIENT_HELLO = 1  # handshake message type
+SERVER_NAME_EXTENSION = 0  # RFC 6066 §3
+HOST_NAME = 0  # the one NameType of server_name
 ALPN_EXTENSION = 16  # RFC 7301
 MAX_RECORD = 1 << 14  # TLSPlaintext.length limit (RFC 8446 §5.1)
 MAX_HELLO = 1 << 16  # a ClientHello larger than this is not taken as one
 NO_APPLICATION_PROTOCOL = 120  # alert description (RFC 7301)
+UNRECOGNIZED_NAME = 112  # alert description (RFC 6066 §3)
 
 
 class NotClientHello(ValueError):
@@ -27,6 +31,7 @@ class NotClientHello(ValueError):
 @dataclass(frozen=True, slots=True)
 class ClientHello:
     alpn: tuple[bytes, ...] | None  # the protocols offered, None without the ALPN extension
+    server_name: str | None = None  # the host_name of the server_name extension (SNI), None without it
 
 
 class _Cursor:
@@ -116,6 +121,7 @@ def _parse_body(body: bytes) -> ClientHello:
     if c.left:
         raise NotClientHello("ClientHello: bytes after the extensions")
     alpn: tuple[bytes, ...] | None = None
+    server_name: str | None = None
     seen: set[int] = set()
     while extensions.left:
         kind = extensions.number(2, "extension type")
@@ -125,7 +131,27 @@ def _parse_body(body: bytes) -> ClientHello:
         seen.add(kind)
         if kind == ALPN_EXTENSION:
             alpn = _parse_alpn(data)
-    return ClientHello(alpn=alpn)
+        elif kind == SERVER_NAME_EXTENSION:
+            server_name = _parse_server_name(data)
+    return ClientHello(alpn=alpn, server_name=server_name)
+
+
+def _parse_server_name(data: bytes) -> str | None:
+    outer = _Cursor(data, "server_name extension")
+    if not outer.left:
+        return None  # the empty form a server sends back; taken as no name
+    names = _Cursor(outer.vector(2, "server_name_list"), "server_name_list")
+    if outer.left:
+        raise NotClientHello("server_name extension: bytes after the name list")
+    host: str | None = None
+    while names.left:
+        kind = names.number(1, "name_type")
+        name = names.vector(2, "host_name")
+        if kind == HOST_NAME and host is None:
+            if not name or not name.isascii():
+                raise NotClientHello("server_name extension: a host_name that is empty or not ASCII")
+            host = name.decode("ascii")
+    return host
 
 
 def _parse_alpn(data: bytes) -> tuple[bytes, ...]:
@@ -151,6 +177,42 @@ def alpn_refusal(hello: ClientHello, protocol: bytes) -> str | None:
         return None
     offered = ", ".join(name.decode("ascii", "backslashreplace") for name in hello.alpn[:8])
     return f"the client offers the ALPN protocols {offered} but not {protocol.decode('ascii')}"
+
+
+def name_matches(host: str, pattern: str) -> bool:
+    """Whether a DNS name from a certificate (``pattern``) covers ``host`` (RFC 6125 §6.4): case-insensitive, a
+    trailing dot ignored; a wildcard only as the whole left-most label of a name of three labels or more, standing
+    for exactly one label (``*.example.com`` covers ``ftp.example.com``, not ``example.com`` nor ``a.b.example.com``);
+    never for an A-label (``xn--``) nor partial wildcards (``f*.example.com``: not matched, as browsers do)."""
+    host, pattern = host.rstrip(".").lower(), pattern.rstrip(".").lower()
+    if not host or not pattern:
+        return False
+    if "*" not in pattern:
+        return host == pattern
+    first, _, rest = pattern.partition(".")
+    if first != "*" or "*" in rest or rest.count(".") < 1:
+        return False
+    label, _, host_rest = host.partition(".")
+    return bool(label) and not label.startswith("xn--") and host_rest == rest
+
+
+def sni_refusal(hello: ClientHello, dns_names: tuple[str, ...], ip_names: tuple[str, ...] = ()) -> str | None:
+    """Why a server with strict SNI refuses this client, or ``None``: its server_name matches none of the
+    certificate's names. A client without SNI is accepted (one that connects to an IP address cannot send any: RFC
+    6066 forbids IP literals in SNI). A client that sends an IP literal anyway is held to the IP addresses."""
+    name = hello.server_name
+    if name is None:
+        return None
+    try:
+        literal = ipaddress.ip_address(name)
+    except ValueError:
+        if any(name_matches(name, pattern) for pattern in dns_names):
+            return None
+    else:
+        if any(literal == ipaddress.ip_address(ip) for ip in ip_names):
+            return None
+    shown = name if len(name) <= 80 else name[:80] + "..."
+    return f"the client asks for the server name {shown!r}, which the certificate does not name"
 
 
 def fatal_alert(description: int) -> bytes:

@@ -105,8 +105,9 @@ class FTPServer:
         self.metrics_server: MetricsServer | None = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             try:
-                self.shared.tls_context = server_context(str(cfg.tls_cert), str(cfg.tls_key), cfg.tls_max_version)
-            except (ssl.SSLError, OSError) as exc:
+                self.shared.tls_context = server_context(str(cfg.tls_cert), str(cfg.tls_key), cfg.tls_max_version,
+                                                         strict_sni=cfg.tls_strict_sni)
+            except (ssl.SSLError, OSError, ValueError) as exc:
                 raise ConfigError("tls_cert", f"cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
         self._per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()

@@ -111,6 +111,7 @@ class ServerConfig:
     allow_ccc: bool = False
     tls_handshake_timeout: float = 10.0
     tls_max_version: TLSMaxVersion = "1.2"  # "1.3" opts in (see ftpkit.tls.server_context for why 1.2 is the default)
+    tls_strict_sni: bool = False  # a client's SNI must be one of the certificate's names (none at all is accepted)
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
     xferlog: Path | None = None
@@ -501,6 +502,8 @@ SETTINGS: dict[str, Setting] = {
     "tls_handshake_timeout": Setting(_secs(), "seconds a client gets to finish its TLS handshake"),
     "tls_max_version": Setting(_one_of(TLS_MAX_VERSIONS), "highest TLS version: 1.2 or 1.3 (see the README's "
                                                           "design notes)"),
+    "tls_strict_sni": Setting(_bool, "refuse a TLS client whose SNI names none of the certificate's names "
+                                     "(unrecognized_name alert); a client without SNI is served"),
     "log_level": Setting(_one_of(LOG_LEVELS), "debug (the control conversation, passwords masked), info, warning, "
                                               "error"),
     "log_format": Setting(_one_of(LOG_FORMATS), "text or json"),

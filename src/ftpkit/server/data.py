@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import random
@@ -22,8 +23,9 @@ from typing import BinaryIO, ClassVar
 
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import DataMethod, DataMode, HostPort, plain_ip
+from ftpkit.server.data_hello import HelloRefused, screen_data_hello
 from ftpkit.server.xferlog import Direction
-from ftpkit.tls import describe_ssl_error
+from ftpkit.tls import ServerContext, describe_ssl_error
 
 log = logging.getLogger("ftpkit.server")
 
@@ -214,6 +216,14 @@ class DataStream:
         connected), after the 150 reply, as clients expect."""
         loop = asyncio.get_running_loop()
         plain = self.transport
+        if isinstance(context, ServerContext):
+            start = loop.time()
+            try:
+                await screen_data_hello(plain, context, timeout)
+            except HelloRefused as exc:
+                plain.close()
+                raise DataTLSError(str(exc)) from None
+            timeout = max(0.001, timeout - (loop.time() - start))
         try:
             tls_transport = await loop.start_tls(plain, self.protocol, context, server_side=True,
                                                  ssl_handshake_timeout=timeout)
@@ -257,8 +267,19 @@ class DataStream:
             transport.abort()
 
     def abort(self) -> None:
-        if self.protocol.transport is not None:
-            self.protocol.transport.abort()
+        transport = self.protocol.transport
+        if transport is None:
+            return
+        tls = transport.get_extra_info("ssl_object")
+        transport.abort()
+        if isinstance(tls, ssl.SSLObject):
+            # OpenSSL drops from its cache the session of a connection freed without a close_notify sent (it takes
+            # it for broken): with TLS 1.2, the data connection's session *is* the control connection's, so one
+            # aborted transfer (ABOR, a reset, a 426) would refuse every later data connection of the session
+            # with 522 under require_session_reuse. A shutdown started here (nothing more is sent: the transport
+            # is gone) tells OpenSSL the end was ours.
+            with contextlib.suppress(ssl.SSLError, ValueError, OSError):
+                tls.unwrap()
 
 
 async def _wrap(sock: socket.socket, receive_buffer: int, paused: bool, accepted: bool) -> DataStream:

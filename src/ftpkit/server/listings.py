@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ftpkit.protocol.listing import Facts, format_facts, format_ls_line
-from ftpkit.server.storage import StorageError
+from ftpkit.server.storage import MAX_PATTERN, StorageError
 
 if TYPE_CHECKING:
     from ftpkit.server.data import DataStream, Transfer
@@ -44,7 +44,10 @@ async def _resolve(s: Session, arg: str | None) -> tuple[str, str | None, Facts 
     assert s.storage is not None
     path = s.vpath(arg)
     if arg and GLOB_CHARS & set(posixpath.basename(path)):
-        return posixpath.dirname(path), posixpath.basename(path), None
+        pattern = posixpath.basename(path)  # only the last component: "*/*/*" is a folder named "*/*" (not there)
+        if len(pattern) > MAX_PATTERN:
+            raise StorageError(f"a glob pattern is at most {MAX_PATTERN} characters, not {len(pattern)}", 501)
+        return posixpath.dirname(path), pattern, None
     facts = await s.storage.stat(path)
     if facts.is_dir:
         return path, None, None

@@ -16,6 +16,7 @@ import fnmatch
 import functools
 import os
 import posixpath
+import re
 import stat as statmod
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,23 @@ from ftpkit.protocol.listing import Facts
 from ftpkit.server.uploads import LocalUpload, UploadError, UploadMode, is_internal, partial_size
 
 T = TypeVar("T")
+
+LIST_BATCH = 512
+"""Entries whose facts a listing of local storage reads at a time."""
+MAX_PATTERN = 255
+"""The longest glob pattern taken (NAME_MAX: a longer one cannot be needed to match a name)."""
+
+
+def glob_matcher(pattern: str | None) -> Callable[[str], bool]:
+    """A test of names against a glob pattern (``fnmatch`` rules, case-sensitive; ``None`` matches all).
+
+    Compiled here rather than through ``fnmatch.fnmatchcase``, whose cache keeps up to 32,768 compiled patterns
+    for the life of the process: a client sending distinct 4 KiB patterns (about 64 KiB compiled each) would grow
+    the server by 2 GiB. The patterns are at most :data:`MAX_PATTERN` characters (checked by the listing code)."""
+    if pattern is None:
+        return lambda name: True
+    match = re.compile(fnmatch.translate(pattern)).match
+    return lambda name: match(name) is not None
 
 
 class StorageError(Exception):
@@ -218,27 +236,32 @@ class LocalStorage:
             raise _os_error(exc, vpath) from None
         return facts_of(posixpath.basename(vpath) or "/", st)
 
-    def _list(self, vpath: str, pattern: str | None) -> list[Facts]:
+    def _names(self, vpath: str, pattern: str | None) -> tuple[str, list[str]]:
+        """The directory's real path and the names in it (matching ``pattern``), sorted."""
         path = self.real(vpath)
-        out: list[Facts] = []
+        matches = glob_matcher(pattern)
         try:
             with os.scandir(path) as entries:
-                for entry in entries:
-                    if is_internal(entry.name):  # an upload's partial or temporary file
-                        continue
-                    if pattern is not None and not fnmatch.fnmatchcase(entry.name, pattern):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=True)
-                    except OSError:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                    out.append(facts_of(entry.name, st))
+                names = [entry.name for entry in entries
+                         if not is_internal(entry.name) and matches(entry.name)]  # not an upload's partial file
         except OSError as exc:
             raise _os_error(exc, vpath) from None
-        out.sort(key=lambda f: f.name)
+        names.sort()
+        return path, names
+
+    @staticmethod
+    def _facts(path: str, names: list[str]) -> list[Facts]:
+        out: list[Facts] = []
+        for name in names:
+            full = os.path.join(path, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                try:
+                    st = os.lstat(full)  # a dangling symlink lists as itself
+                except OSError:
+                    continue  # gone meanwhile
+            out.append(facts_of(name, st))
         return out
 
     def _open_read(self, vpath: str, offset: int) -> tuple[BinaryIO, int]:
@@ -305,8 +328,12 @@ class LocalStorage:
         return await self.run(self._stat, vpath)
 
     async def listdir(self, vpath: str, pattern: str | None = None) -> AsyncIterator[Facts]:
-        for facts in await self.run(self._list, vpath, pattern):  # one scandir, sorted: a local folder is small
-            yield facts
+        # Only the names are held (to sort them: about 100 bytes an entry); the facts are read, and the lines sent,
+        # LIST_BATCH entries at a time.
+        path, names = await self.run(self._names, vpath, pattern)
+        for start in range(0, len(names), LIST_BATCH):
+            for facts in await self.run(self._facts, path, names[start:start + LIST_BATCH]):
+                yield facts
 
     async def open_read(self, vpath: str, offset: int = 0) -> Download:
         fh, size = await self.run(self._open_read, vpath, offset)

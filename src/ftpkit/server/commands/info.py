@@ -139,6 +139,10 @@ async def site(s: Session, cmd: Command) -> None:
         await s.reply(501, f"SITE {sub[:20]} not understood (SITE HELP lists what is).")
 
 
+STAT_MAX_ENTRIES = 10_000
+"""Entries a STAT of a folder shows in its one reply (about 1 MB)."""
+
+
 @command("STAT", login=False, syntax="STAT [path]")
 async def stat(s: Session, cmd: Command) -> None:
     transfer = s.transfer
@@ -163,10 +167,16 @@ async def stat(s: Session, cmd: Command) -> None:
     if s.account is None:
         await s.reply(530, "Please log in with USER and PASS.")
         return
+    entries: list[str] = []
     try:
-        lines = [line async for line in await list_lines(s, split_list_arg(cmd.arg))]
+        async for line in await list_lines(s, split_list_arg(cmd.arg)):
+            if len(entries) == STAT_MAX_ENTRIES:
+                # one reply holds its lines: past this many, LIST or MLSD stream the rest over a data connection
+                entries.append(f"(STAT shows at most {STAT_MAX_ENTRIES} entries: use LIST or MLSD for them all)")
+                break
+            entries.append(line)
     except StorageError as exc:
-        await s.reply(550, f"{exc.reason}.")
+        await s.reply(550 if exc.code != 501 else 501, f"{exc.reason}.")
         return
-    await s.reply(213, [f"Status of {s.vpath(split_list_arg(cmd.arg))}:", *lines, "End of status"])
+    await s.reply(213, [f"Status of {s.vpath(split_list_arg(cmd.arg))}:", *entries, "End of status"])
 

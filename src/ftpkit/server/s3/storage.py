@@ -10,7 +10,6 @@ renamed (every key below would have to be copied).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import posixpath
 import stat as statmod
@@ -23,7 +22,7 @@ from ftpkit.protocol.hashes import new_hash
 from ftpkit.protocol.listing import Facts
 from ftpkit.server.s3.errors import FAILURES, error_code, is_not_found, storage_error, translated
 from ftpkit.server.s3.transfers import MAX_COPY_PART, S3Download, S3Upload, copy_parts
-from ftpkit.server.storage import Download, StorageError, Upload
+from ftpkit.server.storage import Download, StorageError, Upload, glob_matcher
 
 if TYPE_CHECKING:
     from ftpkit.server.s3.backend import S3Backend
@@ -121,6 +120,7 @@ class S3Storage:
         """ListObjectsV2 with delimiter ``/``, page by page: one page (up to 1000 keys) in memory at a time.
         S3 returns keys and common prefixes in one lexicographic order, so sorting each page sorts the listing."""
         prefix = self._dir_prefix(vpath)
+        matches = glob_matcher(pattern)
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/",
                                    PaginationConfig={"PageSize": self.backend.page_size})
@@ -142,7 +142,7 @@ class S3Storage:
                     entries.append(_dir_facts(name, item["Prefix"]))
             entries.sort(key=lambda f: f.name.encode("utf-8", "surrogateescape"))
             for facts in entries:
-                if pattern is None or fnmatch.fnmatchcase(facts.name, pattern):
+                if matches(facts.name):
                     yield facts
 
     async def open_read(self, vpath: str, offset: int = 0) -> Download:
