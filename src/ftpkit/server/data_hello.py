@@ -53,7 +53,7 @@ async def screen_data_hello(transport: asyncio.Transport, context: ServerContext
 
 async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[ClientHello, int]:
     seen = -1
-    while True:
+    for _ in range(PEEK_SIZE + 2):  # bounded: every pass sees more bytes than the last, at most PEEK_SIZE
         try:
             data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
         except BlockingIOError:
@@ -74,6 +74,7 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[C
             seen = len(data)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, seen + 1)
         await _readable(loop, sock)
+    raise HelloRefused("the ClientHello did not complete")
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
