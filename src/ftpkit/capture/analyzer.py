@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftpkit.capture.events import DecidedBy, EndReason
 from ftpkit.capture.flows import OTHER, Flow, FlowTable
 from ftpkit.capture.model import Endpoint, Fate, Session
-from ftpkit.capture.packets import ACK, SUPPORTED_LINKTYPES, SYN, Segment, address, segment, tcp_header
-from ftpkit.capture.records import Record
+from ftpkit.capture.packets import (
+    ACK,
+    FAST,
+    FIN,
+    RST,
+    SUPPORTED_LINKTYPES,
+    SYN,
+    V4_TCP,
+    Segment,
+    address,
+    segment,
+    tcp_header,
+)
+from ftpkit.capture.records import MAX_RECORD, PcapBlock, Record, RecordParser
 from ftpkit.capture.sessions import FTP_VERBS, Expectation, SessionBuilder
 
 if TYPE_CHECKING:
@@ -122,16 +134,17 @@ class PointAnalysis:
                 if ts >= engine.next_tick:
                     engine.advance(ts)
                     by_key = table.by_key
-                entry = by_key.get((h[0], h[2], h[1], h[3]))
-                if entry is not None and h[6] & (SYN | ACK) == SYN and entry[0].finished:
+                key, seq, _, flags, start, end = h
+                entry = by_key.get(key)
+                if entry is not None and flags & (SYN | ACK) == SYN and entry[0].finished:
                     entry = None  # the same addresses and ports again, after the old connection ended: a new one
                 if entry is None:
                     seg = segment(frame, h)
-                    flow, d = self._new_flow(ts, seg), 0
+                    flow, d = self._new_flow(ts, seg, key), 0
                     by_key = table.by_key  # the table may have been swept
                 else:
                     flow, d = entry
-                    flow.packet(d, ts, h[4], h[6], h[8] - h[7])
+                    flow.packet(d, ts, seq, flags, end - start)
                     owner = flow.owner
                     if owner is OTHER:
                         continue  # the fast path: other traffic, or a data connection counted already
@@ -151,9 +164,63 @@ class PointAnalysis:
             self.segments += segments
         return None
 
-    def _new_flow(self, ts: float, seg: Segment) -> Flow:
+    def feed(self, parser: RecordParser, data: bytes) -> None:
+        """Analyse what ``data`` completes of the capture ``parser`` reads (a live capture's pipe, a chunk at a
+        time). The same analysis as :meth:`run` of the parser's records, but a packet of a connection that is only
+        counted (other traffic, a data connection whose fate is settled: nearly all packets of a transfer) is
+        counted where it lies in the pcap bytes, with one unpack and no objects made for it; only the others
+        become records for :meth:`run`, in their place in the order."""
+        block = parser.pcap_block(data)
+        fast = None if block is None else FAST.get(block.linktype)
+        if block is None or fast is None:
+            self.run(parser.feed(b""))
+            return
+        self.run(self._counted(parser, block, fast))
+
+    def _counted(self, parser: RecordParser, block: PcapBlock, fast: tuple[int, bytes, int]) -> Iterator[Record]:
+        """The records of ``block`` that need more than counting; the others counted on the way."""
+        buf, linktype, unit = block.buf, block.linktype, block.unit
+        record, header = block.record.unpack_from, V4_TCP.unpack_from
+        at, ipv4, o = fast
+        at, o, least = at + 16, o + 16, o + 40  # offsets from the start of the record header
+        table, engine = self.table, self.engine
+        by_key, next_tick = table.by_key, engine.next_tick
+        size_of_buf = len(buf)
+        pos = packets = counted = 0
+        try:
+            while pos + 16 <= size_of_buf:
+                sec, frac, caplen, _ = record(buf, pos)
+                end = pos + 16 + caplen
+                if end > size_of_buf or caplen > MAX_RECORD:
+                    break  # the rest comes with the next data, or the parser names the damage
+                ts = sec + frac * unit
+                if caplen >= least and ts < next_tick and buf[pos + at:pos + at + 2] == ipv4:
+                    vi, total, frag, proto, key, seq, _, off, flags = header(buf, pos + o)
+                    if vi == 0x45 and proto == 6 and not frag & 0x1FFF and not flags & (SYN | FIN | RST) and total:
+                        entry = by_key.get(key)
+                        if entry is not None:
+                            flow = entry[0]
+                            owner = flow.owner
+                            if owner is OTHER or (flow.settled and owner.__class__ is Expectation):
+                                size = total - 20 - (off >> 4) * 4
+                                flow.packet(entry[1], ts, seq, flags, size if size > 0 else 0)
+                                counted += 1
+                                packets += 1
+                                pos = end
+                                continue
+                packets += 1
+                frame = buf[pos + 16:end]
+                pos = end
+                yield ts, linktype, frame
+                by_key, next_tick = table.by_key, engine.next_tick  # swept, or the clock moved
+        finally:
+            self.segments += counted
+            parser.consumed(pos, packets)
+        yield from parser.feed(b"")  # damage: the parser says where
+
+    def _new_flow(self, ts: float, seg: Segment, key: bytes) -> Flow:
         flow = Flow(Endpoint(address(seg.src), seg.sport), Endpoint(address(seg.dst), seg.dport), ts)
-        self.table.add((seg.src, seg.sport, seg.dst, seg.dport), flow)
+        self.table.add(key, flow)
         flow.packet(0, ts, seg.seq, seg.flags, seg.size)
         # A SYN goes to the responder, a SYN-ACK comes from it; mid-connection either side may have been called.
         responders = ([0] if seg.flags & ACK else [1]) if seg.flags & SYN else [1, 0]

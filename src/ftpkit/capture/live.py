@@ -318,7 +318,7 @@ class _Run:
             cap.write.write(data)
         if not cap.broken:
             try:
-                self.analyzer.point(cap.iface).run(cap.parser.feed(data))
+                self.analyzer.point(cap.iface).feed(cap.parser, data)
             except CaptureError as exc:
                 cap.broken = True
                 self.result.error = self.result.error or str(exc)

@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 26  # a record longer than 64 MiB is damage, not a packet
@@ -28,6 +29,16 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 Record = tuple[float, int, bytes]
 """(timestamp in seconds, link type, frame bytes)."""
+
+
+class PcapBlock(NamedTuple):
+    """What :meth:`RecordParser.pcap_block` hands out: the bytes, the layout of a record header (sec, fraction,
+    captured length, original length, in the file's byte order), the link type, seconds per fraction tick."""
+
+    buf: bytes
+    record: struct.Struct
+    linktype: int
+    unit: float
 
 
 class CaptureError(Exception):
@@ -93,16 +104,37 @@ class RecordParser:
     # --- parsing -------------------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> Iterator[Record]:
         """The records ``data`` completes (the header is read at once; records as the result is iterated)."""
+        self._add(data)
+        if not self._kind:
+            return iter(())
+        return self._pcap() if self._kind == "pcap" else self._pcapng()
+
+    def pcap_block(self, data: bytes) -> PcapBlock | None:
+        """``data`` added; for a pcap stream the bytes to cut records from (whole records from offset 0, maybe the
+        start of one at the end), for a caller that cuts them itself and then says how far with :meth:`consumed`.
+        ``None`` for anything else (pcapng, a header not yet complete): :meth:`feed` with ``b""`` then gives the
+        records of what was added."""
+        self._add(data)
+        if self._kind != "pcap":
+            return None
+        return PcapBlock(self._buf, self._rec, self._linktype, self._unit)
+
+    def consumed(self, pos: int, packets: int) -> None:
+        """The caller of :meth:`pcap_block` took the ``packets`` records before offset ``pos``."""
+        self._buf, self._base = self._buf[pos:], self._base + pos
+        self.packets += packets
+
+    def _add(self, data: bytes) -> None:
         self.received += len(data)
         buf = self._buf + data if self._buf else data
         self._buf = buf
         if not self._kind:
             if len(buf) < 4:
-                return iter(())
+                return
             magic = buf[:4]
             if magic in PCAP_MAGICS:
                 if len(buf) < 24:
-                    return iter(())
+                    return
                 order, self._unit = PCAP_MAGICS[magic]
                 self._linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF
                 self.linktypes.add(self._linktype)
@@ -113,7 +145,6 @@ class RecordParser:
                 self._kind = self.format = "pcapng"
             else:
                 raise CaptureError(self.name, f"not a pcap or pcapng file (it starts with {magic.hex(' ')})")
-        return self._pcap() if self._kind == "pcap" else self._pcapng()
 
     def _pcap(self) -> Iterator[Record]:
         buf, pos, end_of_buf = self._buf, 0, len(self._buf)
