@@ -5,15 +5,21 @@ memory that stays flat however many sessions pass."""
 from __future__ import annotations
 
 import gc
+import io
+import math
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import pytest
 
 from ftpkit.capture import Analyzer, Options, analyze
 from ftpkit.capture.engine import SWEEP
 from ftpkit.capture.events import ConnectionDecided, Event, NatPaired, SessionEnded, SessionStarted
 from ftpkit.capture.flows import FINISHED_KEEP
 from ftpkit.capture.nat import POOL
-from ftpkit.capture.records import RecordParser
+from ftpkit.capture.records import CaptureError, RecordParser
+from ftpkit.capture.render_events import JsonEvents
 from pcapbuild import ETHERNET, Frame, Tcp, Timeline, data_transfer, ftp_exchange, pcap_header, pcap_record, write_pcap
 
 
@@ -226,6 +232,108 @@ def test_the_record_parser_takes_bytes_as_they_come() -> None:
     assert [frame for _, _, frame in got] == [f.data for f in tl]
     assert all(abs(ts - f.ts) < 1e-6 for (ts, _, _), f in zip(got, tl, strict=True))
     assert parser.packets == len(tl.frames) and parser.format == "pcap"
+
+
+def mixed_capture() -> Timeline:
+    """A passive download, other traffic (HTTP, with a retransmitted segment), an active data connection whose SYN
+    is not answered, one refused by RST, a session over IPv6; every tenth frame captured twice."""
+    tl = Timeline()
+    passive_download(tl, size=60_000)
+    web = Tcp("198.18.1.7", 43000, "198.19.1.9", 80)
+    tl.add(*web.handshake())
+    tl.add(web.client_sends(b"GET / HTTP/1.1\r\n\r\n"))
+    for _ in range(20):
+        tl.add(web.server_sends(bytes(1448)))
+    tl.frames.append(Frame(tl.ts + 0.0001, tl.frames[-3].data))
+    tl.add(*web.close())
+    active_syn_dropped(tl, reply_after=0.5, gaps=(0.01, 1, 2))
+    ctl = Tcp("198.18.1.2", 42000, "198.19.1.2", 21)
+    tl.add(*ctl.handshake())
+    ftp_exchange(tl, ctl, None, b"220 hi\r\n")
+    ftp_exchange(tl, ctl, b"PORT 198,18,1,2,156,66\r\n", b"200 ok\r\n")
+    tl.add(ctl.client_sends(b"LIST\r\n"))
+    data = Tcp("198.19.1.2", 20, "198.18.1.2", 40002)
+    tl.add(data.syn(), data.rst_to_syn())
+    ftp_exchange(tl, ctl, None, b"425 no\r\n")
+    v6 = Tcp("2001:db8::2", 42100, "2001:db8::1", 21)
+    tl.add(*v6.handshake())
+    for command, reply in [(None, b"220 hi"), (b"USER bob", b"331 pw"), (b"PASS x", b"530 no")]:
+        ftp_exchange(tl, v6, command + b"\r\n" if command else None, reply + b"\r\n")
+    tl.add(*v6.close())
+    tl.frames = [g for i, f in enumerate(tl.frames) for g in ([f, Frame(f.ts, f.data)] if i % 10 == 0 else [f])]
+    return tl
+
+
+def _json_events(data: bytes, step: int, fed: bool) -> tuple[str, int]:
+    out = io.StringIO()
+    analyzer = Analyzer(Options(), JsonEvents(out, "en"), keep=False)
+    point, parser = analyzer.point("pipe"), RecordParser("pipe")
+    for i in range(0, len(data), step):
+        if fed:
+            point.feed(parser, data[i:i + step])
+        else:
+            point.run(parser.feed(data[i:i + step]))
+    parser.finish()
+    analyzer.close()
+    return out.getvalue(), point.segments
+
+
+@pytest.mark.parametrize("nano", [False, True])
+def test_bytes_fed_from_a_pipe_give_what_their_records_give(nano: bool) -> None:
+    """``PointAnalysis.feed`` (the live capture's way, packets only counted where they lie) reports event for
+    event what the records of the same bytes give, however the bytes are cut."""
+    frames = mixed_capture().frames
+    data = pcap_header(ETHERNET, nano) + b"".join(pcap_record(f, nano) for f in frames)
+    want, segments = _json_events(data, len(data), fed=False)
+    assert segments == len(frames) and want.count("\n") == 11  # 4 sessions started and ended, 3 fates
+    assert '"syn-unanswered"' in want and '"refused"' in want and '"2001:db8::2"' in want
+    for step in (7, 1000, 65536, len(data)):
+        assert _json_events(data, step, fed=True) == (want, segments), step
+
+
+def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_records(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tl = Timeline()
+    passive_download(tl, size=60_000)
+    analyzer = Analyzer(Options())
+    point, parser = analyzer.point("pipe"), RecordParser("pipe")
+    records: list[bytes] = []
+    run = point.run
+
+    def spy(got: Iterable[tuple[float, int, bytes]], until: float = math.inf) -> object:
+        def seen() -> Iterator[tuple[float, int, bytes]]:
+            for r in got:
+                records.append(r[2])
+                yield r
+        return run(seen(), until)
+
+    monkeypatch.setattr(point, "run", spy)
+    point.feed(parser, pcap_header(ETHERNET) + b"".join(pcap_record(f) for f in tl))
+    analyzer.close()
+    (s,) = analyzer.sessions
+    (t,) = s.transfers
+    assert (t.fate, t.bytes_to_client()) == ("established", 60_000) and parser.packets == len(tl.frames)
+
+    def of_data(frames: list[bytes]) -> list[bytes]:
+        return [f for f in frames if struct.pack("!H", 50000) in (f[34:36], f[36:38])]
+
+    assert len(of_data([f.data for f in tl])) > 40
+    assert [f[47] for f in of_data(records)] == [0x02, 0x12, 0x11, 0x11]  # SYN, SYN-ACK and the FINs only
+    control = [f.data for f in tl if struct.pack("!H", 21) in (f.data[34:36], f.data[36:38])]
+    assert [f for f in records if f not in of_data(records)] == control[:-1]  # its last ACK: after the session
+
+def test_damage_in_bytes_fed_from_a_pipe_is_named_as_in_a_file() -> None:
+    tl = Timeline()
+    passive_download(tl, size=5000)
+    good = pcap_header(ETHERNET) + b"".join(pcap_record(f) for f in tl)
+    data = good + struct.pack("<IIII", 1, 0, 1 << 27, 1 << 27) + bytes(100)
+    errors = []
+    for fed in (False, True):
+        with pytest.raises(CaptureError) as caught:
+            _json_events(data, 4096, fed)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] == (f"pipe: corrupt record (length {1 << 27}) at byte {len(good)}; {len(tl.frames)} "
+                                      "packets read before it")
 
 
 # --- memory -----------------------------------------------------------------------------------------------------
