@@ -264,15 +264,23 @@ def mixed_capture() -> Timeline:
     return tl
 
 
-def _json_events(data: bytes, step: int, fed: bool) -> tuple[str, int]:
+def _json_events(data: bytes, step: int, how: str) -> tuple[str, int]:
+    """The events of ``data`` cut every ``step`` bytes: as ``records`` (``run``), fed as ``bytes``, or fed through
+    one ``buffer`` used again and again (a longer bytearray filled anew each time, as the live reader does)."""
     out = io.StringIO()
     analyzer = Analyzer(Options(), JsonEvents(out, "en"), keep=False)
     point, parser = analyzer.point("pipe"), RecordParser("pipe")
+    buffer = bytearray(step + 100)
     for i in range(0, len(data), step):
-        if fed:
-            point.feed(parser, data[i:i + step])
+        piece = data[i:i + step]
+        if how == "records":
+            point.run(parser.feed(piece))
+        elif how == "bytes":
+            point.feed(parser, piece)
         else:
-            point.run(parser.feed(data[i:i + step]))
+            buffer[:len(piece)] = piece
+            buffer[len(piece):] = b"\xff" * (len(buffer) - len(piece))  # what the buffer held before
+            point.feed(parser, buffer, len(piece))
     parser.finish()
     analyzer.close()
     return out.getvalue(), point.segments
@@ -284,11 +292,12 @@ def test_bytes_fed_from_a_pipe_give_what_their_records_give(nano: bool) -> None:
     event what the records of the same bytes give, however the bytes are cut."""
     frames = mixed_capture().frames
     data = pcap_header(ETHERNET, nano) + b"".join(pcap_record(f, nano) for f in frames)
-    want, segments = _json_events(data, len(data), fed=False)
+    want, segments = _json_events(data, len(data), "records")
     assert segments == len(frames) and want.count("\n") == 11  # 4 sessions started and ended, 3 fates
     assert '"syn-unanswered"' in want and '"refused"' in want and '"2001:db8::2"' in want
-    for step in (7, 1000, 65536, len(data)):
-        assert _json_events(data, step, fed=True) == (want, segments), step
+    for how in ("bytes", "buffer"):
+        for step in (7, 1000, 65536, len(data)):
+            assert _json_events(data, step, how) == (want, segments), (how, step)
 
 
 def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_records(
@@ -328,12 +337,12 @@ def test_damage_in_bytes_fed_from_a_pipe_is_named_as_in_a_file() -> None:
     good = pcap_header(ETHERNET) + b"".join(pcap_record(f) for f in tl)
     data = good + struct.pack("<IIII", 1, 0, 1 << 27, 1 << 27) + bytes(100)
     errors = []
-    for fed in (False, True):
+    for how in ("records", "bytes", "buffer"):
         with pytest.raises(CaptureError) as caught:
-            _json_events(data, 4096, fed)
+            _json_events(data, 4096, how)
         errors.append(str(caught.value))
-    assert errors[0] == errors[1] == (f"pipe: corrupt record (length {1 << 27}) at byte {len(good)}; {len(tl.frames)} "
-                                      "packets read before it")
+    want = f"pipe: corrupt record (length {1 << 27}) at byte {len(good)}; {len(tl.frames)} packets read before it"
+    assert errors == [want] * 3
 
 
 # --- memory -----------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ftpkit.capture.flows import OTHER, Flow, FlowTable
 from ftpkit.capture.model import Endpoint, Fate, Session
 from ftpkit.capture.packets import (
     ACK,
-    FAST,
+    FAST_HEADERS,
     FIN,
     RST,
     SUPPORTED_LINKTYPES,
@@ -164,58 +164,63 @@ class PointAnalysis:
             self.segments += segments
         return None
 
-    def feed(self, parser: RecordParser, data: bytes) -> None:
-        """Analyse what ``data`` completes of the capture ``parser`` reads (a live capture's pipe, a chunk at a
-        time). The same analysis as :meth:`run` of the parser's records, but a packet of a connection that is only
-        counted (other traffic, a data connection whose fate is settled: nearly all packets of a transfer) is
-        counted where it lies in the pcap bytes, with one unpack and no objects made for it; only the others
-        become records for :meth:`run`, in their place in the order."""
-        block = parser.pcap_block(data)
-        fast = None if block is None else FAST.get(block.linktype)
-        if block is None or fast is None:
+    def feed(self, parser: RecordParser, data: bytes | bytearray, size: int | None = None) -> None:
+        """Analyse what the first ``size`` bytes of ``data`` (all without ``size``) complete of the capture
+        ``parser`` reads: a live capture's pipe, a buffer at a time. The same analysis as :meth:`run` of the
+        parser's records, but a packet of a connection that is only counted (other traffic, a data connection
+        whose fate is settled: nearly all packets of a transfer) is counted where it lies in the pcap bytes, with
+        one unpack and no object made for it; only the others become records for :meth:`run`, in their place in
+        the order. ``data`` is not kept: a reused buffer can be filled again once this returns."""
+        blocks = parser.pcap_blocks(data, size)
+        if blocks is None:
             self.run(parser.feed(b""))
-            return
-        self.run(self._counted(parser, block, fast))
+        else:
+            self.run(self._counted(parser, blocks))
 
-    def _counted(self, parser: RecordParser, block: PcapBlock, fast: tuple[int, bytes, int]) -> Iterator[Record]:
-        """The records of ``block`` that need more than counting; the others counted on the way."""
-        buf, linktype, unit = block.buf, block.linktype, block.unit
-        record, header = block.record.unpack_from, V4_TCP.unpack_from
-        at, ipv4, o = fast
-        at, o, least = at + 16, o + 16, o + 40  # offsets from the start of the record header
+    def _counted(self, parser: RecordParser, blocks: list[PcapBlock]) -> Iterator[Record]:
+        """The records of ``blocks`` that need more than counting; the others counted on the way."""
+        linktype, unit = blocks[0].linktype, blocks[0].unit
+        record = blocks[0].record.unpack_from
+        fast = FAST_HEADERS.get(linktype)
+        header, at, least = fast if fast is not None else (V4_TCP.unpack_from, 0, MAX_RECORD + 1)  # none fast
+        at += 16  # from the start of the record header
         table, engine = self.table, self.engine
         by_key, next_tick = table.by_key, engine.next_tick
-        size_of_buf = len(buf)
-        pos = packets = counted = 0
-        try:
-            while pos + 16 <= size_of_buf:
-                sec, frac, caplen, _ = record(buf, pos)
-                end = pos + 16 + caplen
-                if end > size_of_buf or caplen > MAX_RECORD:
-                    break  # the rest comes with the next data, or the parser names the damage
-                ts = sec + frac * unit
-                if caplen >= least and ts < next_tick and buf[pos + at:pos + at + 2] == ipv4:
-                    vi, total, frag, proto, key, seq, _, off, flags = header(buf, pos + o)
-                    if vi == 0x45 and proto == 6 and not frag & 0x1FFF and not flags & (SYN | FIN | RST) and total:
-                        entry = by_key.get(key)
-                        if entry is not None:
-                            flow = entry[0]
-                            owner = flow.owner
-                            if owner is OTHER or (flow.settled and owner.__class__ is Expectation):
-                                size = total - 20 - (off >> 4) * 4
-                                flow.packet(entry[1], ts, seq, flags, size if size > 0 else 0)
-                                counted += 1
-                                packets += 1
-                                pos = end
-                                continue
-                packets += 1
-                frame = buf[pos + 16:end]
-                pos = end
-                yield ts, linktype, frame
-                by_key, next_tick = table.by_key, engine.next_tick  # swept, or the clock moved
-        finally:
-            self.segments += counted
-            parser.consumed(pos, packets)
+        packets = counted = 0
+        for block in blocks:
+            buf, pos, stop = block.buf, block.start, block.stop
+            view = memoryview(buf)
+            try:
+                while pos + 16 <= stop:
+                    sec, frac, caplen, _ = record(buf, pos)
+                    end = pos + 16 + caplen
+                    if end > stop or caplen > MAX_RECORD:
+                        break  # the rest comes with the next bytes, or the parser names the damage
+                    ts = sec + frac * unit
+                    if caplen >= least and ts < next_tick:
+                        ipv4, vi, total, frag, proto, key, seq, _, off, flags = header(buf, pos + at)
+                        if (ipv4 == 0x0800 and vi == 0x45 and proto == 6 and not frag & 0x1FFF
+                                and not flags & (SYN | FIN | RST) and total):
+                            entry = by_key.get(key)
+                            if entry is not None:
+                                flow, d = entry
+                                owner = flow.owner
+                                if owner is OTHER or (flow.settled and owner.__class__ is Expectation):
+                                    size = total - 20 - (off >> 4) * 4
+                                    flow.packet(d, ts, seq, flags, size if size > 0 else 0)
+                                    counted += 1
+                                    pos = end
+                                    continue
+                    packets += 1
+                    frame = bytes(view[pos + 16:end])
+                    pos = end
+                    yield ts, linktype, frame
+                    by_key, next_tick = table.by_key, engine.next_tick  # swept, or the clock moved
+            finally:
+                view.release()
+                self.segments += counted
+                parser.consumed(block, pos, packets + counted)
+                packets = counted = 0
         yield from parser.feed(b"")  # damage: the parser says where
 
     def _new_flow(self, ts: float, seg: Segment, key: bytes) -> Flow:

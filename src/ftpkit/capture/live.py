@@ -61,6 +61,7 @@ READ = 1 << 20
 GATHER = 0.005  # seconds a reader waits after a small read (a full pipe at 1 Gbit/s takes 8 ms)
 PIPE_SIZES = (16 << 20, 1 << 20)  # the pipe from the tool (more than /proc/sys/fs/pipe-max-size needs privilege)
 BACKLOG = 256 << 20  # bytes read from the tools and not yet analysed, at most
+POOL = 8  # read buffers kept for the next reads
 DRAIN_LIMIT = 120.0  # seconds the analyzer has, once the tools stopped, to work through the backlog
 
 Stop = Literal["interrupted", "duration", "tool-exited"]
@@ -147,14 +148,15 @@ class Capture:
     def start_reader(self, backlog: Backlog) -> None:
         def read() -> None:
             while True:
+                buf = backlog.buffer()
                 try:
-                    data = os.read(self.out, READ)
+                    size = os.readv(self.out, [buf])
                 except OSError:
-                    data = b""
-                backlog.put(self, data)
-                if not data:
+                    size = 0
+                backlog.put(self, buf, size)
+                if not size:
                     return
-                if len(data) < READ // 4:
+                if size < READ // 4:
                     time.sleep(GATHER)  # let the pipe fill: fewer, larger chunks (less switching between threads)
 
         self.reader = threading.Thread(target=read, name=f"capture {self.iface}", daemon=True)
@@ -185,11 +187,15 @@ class Capture:
 
 class Backlog:
     """What the reader threads have read and the analyzer has not yet analysed, in order, bounded in bytes; a byte
-    on ``notify`` for each chunk put, so the analyzer's ``select`` wakes."""
+    on ``notify`` for each chunk put, so the analyzer's ``select`` wakes. The chunks are buffers of ``READ`` bytes
+    used again and again (``POOL`` of them kept): a fresh megabyte for every read, freed after it, cost the
+    analyzer more than the analysis (the allocator hands such blocks back to the kernel, and every page of the next
+    one faults in anew)."""
 
     def __init__(self, limit: int = BACKLOG) -> None:
         self.limit = limit
-        self.items: deque[tuple[Capture, bytes]] = deque()
+        self.items: deque[tuple[Capture, bytearray, int]] = deque()
+        self.free: list[bytearray] = []
         self.size = 0
         self.peak = 0
         self.closed = False
@@ -198,22 +204,33 @@ class Backlog:
         os.set_blocking(self.notify, False)
         os.set_blocking(self._notify_w, False)
 
-    def put(self, cap: Capture, data: bytes) -> None:
+    def buffer(self) -> bytearray:
+        """A buffer to read into: one given back, or a new one."""
+        with self.cond:
+            return self.free.pop() if self.free else bytearray(READ)
+
+    def give_back(self, buf: bytearray) -> None:
+        with self.cond:
+            if len(self.free) < POOL:
+                self.free.append(buf)
+
+    def put(self, cap: Capture, buf: bytearray, size: int) -> None:
+        """``size`` bytes read into ``buf`` (0: the stream ended)."""
         with self.cond:
             while self.size > self.limit and not self.closed:
                 self.cond.wait(WAKE)  # the analyzer is this far behind: let the tool wait
-            self.items.append((cap, data))
-            self.size += len(data)
+            self.items.append((cap, buf, size))
+            self.size += size
             self.peak = max(self.peak, self.size)
         with contextlib.suppress(OSError):  # full (a wake-up is pending anyway), or closed at the end
             os.write(self._notify_w, b".")
 
-    def pop(self) -> tuple[Capture, bytes] | None:
+    def pop(self) -> tuple[Capture, bytearray, int] | None:
         with self.cond:
             if not self.items:
                 return None
             item = self.items.popleft()
-            self.size -= len(item[1])
+            self.size -= item[2]
             self.cond.notify_all()
             return item
 
@@ -306,8 +323,8 @@ class _Run:
         item = self.backlog.pop()
         if item is None:
             return False
-        cap, data = item
-        if not data:
+        cap, buf, size = item
+        if not size:
             cap.eof = True
             if not self.stopping and self.result.error is None:
                 said = "; ".join(line.strip() for line in cap.said.decode(errors="replace").splitlines()
@@ -315,13 +332,15 @@ class _Run:
                 self.result.error = f"{cap.name} on {cap.iface} stopped: {said or 'no message'}"
             return True
         if cap.write is not None:
-            cap.write.write(data)
+            with memoryview(buf) as view:
+                cap.write.write(view[:size])
         if not cap.broken:
             try:
-                self.analyzer.point(cap.iface).feed(cap.parser, data)
+                self.analyzer.point(cap.iface).feed(cap.parser, buf, size)
             except CaptureError as exc:
                 cap.broken = True
                 self.result.error = self.result.error or str(exc)
+        self.backlog.give_back(buf)
         return True
 
     def wait(self, timeout: float) -> None:

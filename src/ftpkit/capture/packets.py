@@ -25,6 +25,12 @@ fragment field, protocol, the flow key (addresses and ports: contiguous there), 
 numbers, data offset, flags."""
 FAST = {ETHERNET: (12, b"\x08\x00", 14), LINUX_SLL: (14, b"\x08\x00", 16), LINUX_SLL2: (0, b"\x08\x00", 20)}
 """Link types whose IPv4 frames take the fast path: where the protocol field is, its IPv4 value, where IP starts."""
+FAST_HEADERS = {
+    linktype: (struct.Struct(f"!H{ip - at - 2}x{V4_TCP.format[1:]}").unpack_from, at, ip + 40)
+    for linktype, (at, _, ip) in FAST.items()
+}
+"""Per link type of the fast path: the unpack of its IP protocol field, the IPv4 header and the TCP header in one
+go; where the protocol field lies; how long a frame must be for it."""
 _IPV6_SKIP = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 
 

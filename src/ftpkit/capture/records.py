@@ -32,10 +32,13 @@ Record = tuple[float, int, bytes]
 
 
 class PcapBlock(NamedTuple):
-    """What :meth:`RecordParser.pcap_block` hands out: the bytes, the layout of a record header (sec, fraction,
-    captured length, original length, in the file's byte order), the link type, seconds per fraction tick."""
+    """What :meth:`RecordParser.pcap_blocks` hands out: bytes with whole records from ``start`` to ``stop`` (maybe
+    the start of one at the end), the layout of a record header (seconds, fraction, captured length, original
+    length, in the file's byte order), the link type, seconds per tick of the fraction."""
 
-    buf: bytes
+    buf: bytes | bytearray
+    start: int
+    stop: int
     record: struct.Struct
     linktype: int
     unit: float
@@ -109,19 +112,44 @@ class RecordParser:
             return iter(())
         return self._pcap() if self._kind == "pcap" else self._pcapng()
 
-    def pcap_block(self, data: bytes) -> PcapBlock | None:
-        """``data`` added; for a pcap stream the bytes to cut records from (whole records from offset 0, maybe the
-        start of one at the end), for a caller that cuts them itself and then says how far with :meth:`consumed`.
-        ``None`` for anything else (pcapng, a header not yet complete): :meth:`feed` with ``b""`` then gives the
-        records of what was added."""
-        self._add(data)
-        if self._kind != "pcap":
-            return None
-        return PcapBlock(self._buf, self._rec, self._linktype, self._unit)
+    def pcap_blocks(self, data: bytes | bytearray, size: int | None = None) -> list[PcapBlock] | None:
+        """The first ``size`` bytes of ``data`` added (all of it without ``size``: ``data`` may be a reused buffer
+        longer than what was read into it); for a pcap stream, where to cut the records, for a caller that cuts
+        them itself and then says with :meth:`consumed` how far it got in each block, in order. A record begun in
+        the bytes before is completed on its own (the first block, small); the new bytes are then cut where they
+        lie (the second), without a copy. ``None`` for anything else (pcapng, a header not yet complete): then
+        :meth:`feed` with ``b""`` gives the records of what was added."""
+        stop = len(data) if size is None else size
+        left = self._buf
+        if self._kind != "pcap" or not left:
+            if self._kind != "pcap":
+                self._add(data if stop == len(data) and isinstance(data, bytes) else bytes(data[:stop]))
+                if self._kind != "pcap":
+                    return None
+                return [self._block(self._buf, 0, len(self._buf))]
+            self.received += stop
+            return [self._block(data, 0, stop)]
+        self.received += stop
+        caplen = -1
+        if len(left) >= 16:
+            caplen = self._rec.unpack_from(left)[2]
+        elif len(left) + stop >= 16:
+            caplen = self._rec.unpack_from(left + data[:16 - len(left)])[2]
+        need = 16 + caplen - len(left)
+        if caplen < 0 or caplen > MAX_RECORD or need > stop:  # the record goes on beyond these bytes, or damage
+            self._buf = left + data[:stop]
+            return [self._block(self._buf, 0, len(self._buf))]
+        first = left + data[:need]
+        return [self._block(first, 0, len(first)), self._block(data, need, stop)]
 
-    def consumed(self, pos: int, packets: int) -> None:
-        """The caller of :meth:`pcap_block` took the ``packets`` records before offset ``pos``."""
-        self._buf, self._base = self._buf[pos:], self._base + pos
+    def _block(self, buf: bytes | bytearray, start: int, stop: int) -> PcapBlock:
+        return PcapBlock(buf, start, stop, self._rec, self._linktype, self._unit)
+
+    def consumed(self, block: PcapBlock, pos: int, packets: int) -> None:
+        """The caller of :meth:`pcap_blocks` took the ``packets`` records of ``block`` before offset ``pos``; the
+        rest of it (the start of a record) waits for the next bytes."""
+        self._buf = bytes(block.buf[pos:block.stop])
+        self._base += pos - block.start
         self.packets += packets
 
     def _add(self, data: bytes) -> None:
