@@ -6,12 +6,22 @@ starts and keeps no state, so it cannot follow a control connection: the port of
 once PORT or 227 has been read, and changing the filter then would mean restarting the capture and losing packets.
 ``tcp port 21 or (tcp and portrange 1024-65535)`` would pass nearly the same packets (every connection has an
 ephemeral port on one side) while missing a server that announces a port below 1024. So all TCP is captured and
-the analyzer drops what is not FTP at its first packet (the flow table's fast path).
+the analyzer drops what is not FTP at its first packet (the flow table's fast path). Nor can the filter give data
+connections a shorter snap length than control connections: a filter libpcap compiles returns one length for
+every packet it accepts. So packets are captured whole; a data connection's packets cost little all the same: once
+its fate is settled the analyzer counts them where they lie in the pipe's bytes (``PointAnalysis.feed``).
+
+On ``lo`` the kernel passes every packet to the capture twice, as sent and as received; libpcap drops the sent copy
+in user space, so the analyzer sees each packet once, on ``lo`` as anywhere (``tcpdump -Q in`` changes nothing
+there). The ``inbound`` qualifier would have the kernel drop it instead, but libpcap 1.10 runs the filter in user
+space over what the ring held when it was set, where ``inbound`` cannot be evaluated: the first packets of the
+capture were lost (268 of a replay here). So it is not used.
 
 Between the tool and the analyzer a reader thread per tool empties the pipe into a backlog in memory (at most
 ``BACKLOG`` bytes), so the tool never waits for the analyzer while the analyzer catches up after a burst or a
 moment without CPU: only a backlog beyond that bound holds the tool back, and then the kernel drops packets and
-tcpdump's counter says so. The summary tells how far behind the analyzer was at most.
+tcpdump's counter says so. The summary tells how far behind the analyzer was at most. The reader reads into
+buffers used again and again, and the analyzer cuts the records out of them in place.
 
 The tool hands packets over in blocks (libpcap's TPACKET_V3: a block when it is full, or at the latest after the
 tool's read time-out, one second for tcpdump), not one by one: ``--immediate-mode``, a wake-up per packet, made
