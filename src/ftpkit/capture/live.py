@@ -71,7 +71,7 @@ READ = 1 << 20
 GATHER = 0.005  # seconds a reader waits after a small read (a full pipe at 1 Gbit/s takes 8 ms)
 PIPE_SIZES = (16 << 20, 1 << 20)  # the pipe from the tool (more than /proc/sys/fs/pipe-max-size needs privilege)
 BACKLOG = 256 << 20  # bytes read from the tools and not yet analysed, at most
-POOL = 8  # read buffers kept for the next reads
+POOL = 32  # read buffers kept for the next reads (32 MiB at most, after a burst)
 DRAIN_LIMIT = 120.0  # seconds the analyzer has, once the tools stopped, to work through the backlog
 
 Stop = Literal["interrupted", "duration", "tool-exited"]
