@@ -20,7 +20,20 @@ from ftpkit.capture.flows import FINISHED_KEEP
 from ftpkit.capture.nat import POOL
 from ftpkit.capture.records import CaptureError, RecordParser
 from ftpkit.capture.render_events import JsonEvents
-from pcapbuild import ETHERNET, Frame, Tcp, Timeline, data_transfer, ftp_exchange, pcap_header, pcap_record, write_pcap
+from pcapbuild import (
+    ETHERNET,
+    LINUX_SLL,
+    LINUX_SLL2,
+    RAW,
+    Frame,
+    Tcp,
+    Timeline,
+    data_transfer,
+    ftp_exchange,
+    pcap_header,
+    pcap_record,
+    write_pcap,
+)
 
 
 def passive_download(tl: Timeline, cport: int = 41000, size: int = 30_000, close: bool = True,
@@ -234,10 +247,10 @@ def test_the_record_parser_takes_bytes_as_they_come() -> None:
     assert parser.packets == len(tl.frames) and parser.format == "pcap"
 
 
-def mixed_capture() -> Timeline:
+def mixed_capture(linktype: int = ETHERNET) -> Timeline:
     """A passive download, other traffic (HTTP, with a retransmitted segment), an active data connection whose SYN
     is not answered, one refused by RST, a session over IPv6; every tenth frame captured twice."""
-    tl = Timeline()
+    tl = Timeline(linktype=linktype)
     passive_download(tl, size=60_000)
     web = Tcp("198.18.1.7", 43000, "198.19.1.9", 80)
     tl.add(*web.handshake())
@@ -286,12 +299,13 @@ def _json_events(data: bytes, step: int, how: str) -> tuple[str, int]:
     return out.getvalue(), point.segments
 
 
-@pytest.mark.parametrize("nano", [False, True])
-def test_bytes_fed_from_a_pipe_give_what_their_records_give(nano: bool) -> None:
+@pytest.mark.parametrize(("linktype", "nano"), [(ETHERNET, False), (ETHERNET, True), (LINUX_SLL, False),
+                                               (LINUX_SLL2, False), (RAW, False)])
+def test_bytes_fed_from_a_pipe_give_what_their_records_give(linktype: int, nano: bool) -> None:
     """``PointAnalysis.feed`` (the live capture's way, packets only counted where they lie) reports event for
-    event what the records of the same bytes give, however the bytes are cut."""
-    frames = mixed_capture().frames
-    data = pcap_header(ETHERNET, nano) + b"".join(pcap_record(f, nano) for f in frames)
+    event what the records of the same bytes give, however the bytes are cut (raw IP: no fast path, all records)."""
+    frames = mixed_capture(linktype).frames
+    data = pcap_header(linktype, nano) + b"".join(pcap_record(f, nano) for f in frames)
     want, segments = _json_events(data, len(data), "records")
     assert segments == len(frames) and want.count("\n") == 11  # 4 sessions started and ended, 3 fates
     assert '"syn-unanswered"' in want and '"refused"' in want and '"2001:db8::2"' in want
@@ -300,9 +314,10 @@ def test_bytes_fed_from_a_pipe_give_what_their_records_give(nano: bool) -> None:
             assert _json_events(data, step, how) == (want, segments), (how, step)
 
 
+@pytest.mark.parametrize(("linktype", "ip"), [(ETHERNET, 14), (LINUX_SLL, 16), (LINUX_SLL2, 20)])
 def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_records(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    tl = Timeline()
+        monkeypatch: pytest.MonkeyPatch, linktype: int, ip: int) -> None:
+    tl = Timeline(linktype=linktype)
     passive_download(tl, size=60_000)
     analyzer = Analyzer(Options())
     point, parser = analyzer.point("pipe"), RecordParser("pipe")
@@ -317,18 +332,21 @@ def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_r
         return run(seen(), until)
 
     monkeypatch.setattr(point, "run", spy)
-    point.feed(parser, pcap_header(ETHERNET) + b"".join(pcap_record(f) for f in tl))
+    point.feed(parser, pcap_header(linktype) + b"".join(pcap_record(f) for f in tl))
     analyzer.close()
     (s,) = analyzer.sessions
     (t,) = s.transfers
     assert (t.fate, t.bytes_to_client()) == ("established", 60_000) and parser.packets == len(tl.frames)
 
+    def of_port(port: int, frames: list[bytes]) -> list[bytes]:
+        return [f for f in frames if struct.pack("!H", port) in (f[ip + 20:ip + 22], f[ip + 22:ip + 24])]
+
     def of_data(frames: list[bytes]) -> list[bytes]:
-        return [f for f in frames if struct.pack("!H", 50000) in (f[34:36], f[36:38])]
+        return of_port(50000, frames)
 
     assert len(of_data([f.data for f in tl])) > 40
-    assert [f[47] for f in of_data(records)] == [0x02, 0x12, 0x11, 0x11]  # SYN, SYN-ACK and the FINs only
-    control = [f.data for f in tl if struct.pack("!H", 21) in (f.data[34:36], f.data[36:38])]
+    assert [f[ip + 33] for f in of_data(records)] == [0x02, 0x12, 0x11, 0x11]  # SYN, SYN-ACK and the FINs only
+    control = of_port(21, [f.data for f in tl])
     assert [f for f in records if f not in of_data(records)] == control[:-1]  # its last ACK: after the session
 
 def test_damage_in_bytes_fed_from_a_pipe_is_named_as_in_a_file() -> None:
