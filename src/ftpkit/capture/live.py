@@ -163,7 +163,12 @@ class Capture:
                     size = os.readv(self.out, [buf])
                 except OSError:
                     size = 0
-                backlog.put(self, buf, size)
+                if size < READ // 4:  # a small read waits in a copy of its own size, the buffer is read into again
+                    data = bytes(buf[:size])
+                    backlog.give_back(buf)
+                    backlog.put(self, data, size)
+                else:
+                    backlog.put(self, buf, size)
                 if not size:
                     return
                 if size < READ // 4:
@@ -197,14 +202,15 @@ class Capture:
 
 class Backlog:
     """What the reader threads have read and the analyzer has not yet analysed, in order, bounded in bytes; a byte
-    on ``notify`` for each chunk put, so the analyzer's ``select`` wakes. The chunks are buffers of ``READ`` bytes
-    used again and again (``POOL`` of them kept): a fresh megabyte for every read, freed after it, cost the
-    analyzer more than the analysis (the allocator hands such blocks back to the kernel, and every page of the next
-    one faults in anew)."""
+    on ``notify`` for each chunk put, so the analyzer's ``select`` wakes. A large read stays in its buffer of
+    ``READ`` bytes, used again once analysed (``POOL`` of them kept): a fresh megabyte for every read, freed after
+    it, cost the analyzer more than the analysis (the allocator hands such blocks back to the kernel, and every
+    page of the next one faults in anew). A small read (a quiet link) is copied out, so a backlog of them holds
+    what was read, not a megabyte each."""
 
     def __init__(self, limit: int = BACKLOG) -> None:
         self.limit = limit
-        self.items: deque[tuple[Capture, bytearray, int]] = deque()
+        self.items: deque[tuple[Capture, bytes | bytearray, int]] = deque()
         self.free: list[bytearray] = []
         self.size = 0
         self.peak = 0
@@ -224,8 +230,9 @@ class Backlog:
             if len(self.free) < POOL:
                 self.free.append(buf)
 
-    def put(self, cap: Capture, buf: bytearray, size: int) -> None:
-        """``size`` bytes read into ``buf`` (0: the stream ended)."""
+    def put(self, cap: Capture, buf: bytes | bytearray, size: int) -> None:
+        """``size`` bytes read into ``buf`` (0: the stream ended); a buffer (bytearray) comes back to
+        :meth:`give_back` once analysed."""
         with self.cond:
             while self.size > self.limit and not self.closed:
                 self.cond.wait(WAKE)  # the analyzer is this far behind: let the tool wait
@@ -235,7 +242,7 @@ class Backlog:
         with contextlib.suppress(OSError):  # full (a wake-up is pending anyway), or closed at the end
             os.write(self._notify_w, b".")
 
-    def pop(self) -> tuple[Capture, bytearray, int] | None:
+    def pop(self) -> tuple[Capture, bytes | bytearray, int] | None:
         with self.cond:
             if not self.items:
                 return None
@@ -350,7 +357,8 @@ class _Run:
             except CaptureError as exc:
                 cap.broken = True
                 self.result.error = self.result.error or str(exc)
-        self.backlog.give_back(buf)
+        if isinstance(buf, bytearray):
+            self.backlog.give_back(buf)
         return True
 
     def wait(self, timeout: float) -> None:
