@@ -21,12 +21,12 @@ from ftpkit.capture.flows import OTHER, Flow, FlowTable
 from ftpkit.capture.model import Endpoint, Fate, Session
 from ftpkit.capture.packets import (
     ACK,
+    ETHERNET,
     FAST_HEADERS,
     FIN,
     RST,
     SUPPORTED_LINKTYPES,
     SYN,
-    V4_TCP,
     Segment,
     address,
     segment,
@@ -181,9 +181,8 @@ class PointAnalysis:
         """The records of ``blocks`` that need more than counting; the others counted on the way."""
         linktype, unit = blocks[0].linktype, blocks[0].unit
         record = blocks[0].record.unpack_from
-        fast = FAST_HEADERS.get(linktype)
-        header, at, least = fast if fast is not None else (V4_TCP.unpack_from, 0, MAX_RECORD + 1)  # none fast
-        at += 16  # from the start of the record header
+        header, at, least = FAST_HEADERS.get(linktype) or (FAST_HEADERS[ETHERNET][0], 0, MAX_RECORD + 1)
+        at += 16  # from the start of the record header; a link type without a fast path: no frame is long enough
         table, engine = self.table, self.engine
         by_key, next_tick = table.by_key, engine.next_tick
         packets = counted = 0
