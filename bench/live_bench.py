@@ -358,8 +358,8 @@ def main() -> int:
         + "; ".join(f"`{' '.join(tool_argv(t)[1:])}`" for t in tools) + "). On `lo` the kernel hands every "
         "replayed packet to the capture twice (sent and received: its filter passes twice the packets) and libpcap "
         "drops the sent copy, so the tool and the analyzer see each packet once. Analyzer CPU per packet: its CPU "
-        "time (all its threads, from the start of the replay until it reported the last session) over the packets "
-        "it analysed.",
+        "time (all its threads, from the start of the replay until it reported the last session, writing the pcap "
+        "it keeps included) over the packets it analysed.",
         "",
         "| tool | round | run | replayed | packets/s | dropped by kernel | capture tool CPU | analyzer CPU | "
         "analyzer CPU per packet | analyzer behind at most | findings and bytes right |",
