@@ -18,7 +18,7 @@ from ftpkit.capture.engine import SWEEP
 from ftpkit.capture.events import ConnectionDecided, Event, NatPaired, SessionEnded, SessionStarted
 from ftpkit.capture.flows import FINISHED_KEEP
 from ftpkit.capture.nat import POOL
-from ftpkit.capture.records import CaptureError, RecordParser
+from ftpkit.capture.records import CaptureError, RecordParser, RecordReader
 from ftpkit.capture.render_events import JsonEvents
 from pcapbuild import (
     ETHERNET,
@@ -361,6 +361,17 @@ def test_damage_in_bytes_fed_from_a_pipe_is_named_as_in_a_file() -> None:
         errors.append(str(caught.value))
     want = f"pipe: corrupt record (length {1 << 27}) at byte {len(good)}; {len(tl.frames)} packets read before it"
     assert errors == [want] * 3
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_file_read_a_few_bytes_at_a_time_gives_its_records(tmp_path: Path, compress: bool) -> None:
+    """The file reader reads into one buffer again and again: records cut across reads come out whole."""
+    tl = mixed_capture()
+    path = write_pcap(tmp_path / ("c.pcap.gz" if compress else "c.pcap"), ETHERNET, tl, compress=compress)
+    for chunk in (7, 1000, 1 << 20):
+        got = list(RecordReader(path, chunk=chunk))
+        assert [frame for _, _, frame in got] == [f.data for f in tl], chunk
+        assert all(type(frame) is bytes for _, _, frame in got)
 
 
 # --- memory -----------------------------------------------------------------------------------------------------

@@ -152,6 +152,30 @@ class RecordParser:
         self._base += pos - block.start
         self.packets += packets
 
+    def block_records(self, blocks: list[PcapBlock]) -> Iterator[Record]:
+        """The records of what :meth:`pcap_blocks` handed out, each frame a copy of its own (the blocks' buffer
+        may be filled again once this ended); then what :meth:`feed` says of the rest (damage)."""
+        packets = 0
+        for block in blocks:
+            buf, pos, stop = block.buf, block.start, block.stop
+            unpack_from, linktype, unit = block.record.unpack_from, block.linktype, block.unit
+            view = memoryview(buf)
+            try:
+                while pos + 16 <= stop:
+                    sec, frac, caplen, _ = unpack_from(buf, pos)
+                    end = pos + 16 + caplen
+                    if end > stop or caplen > MAX_RECORD:
+                        break
+                    packets += 1
+                    frame = bytes(view[pos + 16:end])
+                    pos = end
+                    yield sec + frac * unit, linktype, frame
+            finally:
+                view.release()
+                self.consumed(block, pos, packets)
+                packets = 0
+        yield from self.feed(b"")
+
     def _add(self, data: bytes) -> None:
         self.received += len(data)
         buf = self._buf + data if self._buf else data
@@ -292,18 +316,20 @@ class RecordReader:
             else:
                 raw.seek(0)
                 stream = None
-            read = stream.read1 if stream is not None else raw.read1
+            readinto = stream.readinto if stream is not None else raw.readinto
             parser = self.parser
+            buf = bytearray(self.chunk)  # read into again and again: a fresh chunk per read costs more than its records
             while True:
                 try:
-                    data = read(self.chunk)
+                    size = readinto(buf)
                 except EOFError:
                     raise parser.stream_error("truncated gzip stream") from None
                 except (gzip.BadGzipFile, zlib.error, OSError) as exc:
                     raise parser.stream_error(f"damaged gzip stream ({exc})") from None
-                if not data:
+                if not size:
                     break
-                yield from parser.feed(data)
+                blocks = parser.pcap_blocks(buf, size)
+                yield from parser.feed(b"") if blocks is None else parser.block_records(blocks)
             parser.finish()
 
     def first_timestamp(self) -> float | None:
