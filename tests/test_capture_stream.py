@@ -247,9 +247,23 @@ def test_the_record_parser_takes_bytes_as_they_come() -> None:
     assert parser.packets == len(tl.frames) and parser.format == "pcap"
 
 
+def ipv6_download(tl: Timeline, size: int = 40_000) -> None:
+    ctl = Tcp("2001:db8::3", 42200, "2001:db8::1", 21)
+    tl.add(*ctl.handshake())
+    for command, reply in [(None, b"220 hi"), (b"USER carol", b"331 pw"), (b"PASS x", b"230 ok"),
+                           (b"EPSV", b"229 Entering Extended Passive Mode (|||50000|)")]:
+        ftp_exchange(tl, ctl, command + b"\r\n" if command else None, reply + b"\r\n")
+    ftp_exchange(tl, ctl, b"RETR big.bin\r\n", b"150 here\r\n")
+    data_transfer(tl, Tcp("2001:db8::3", 42201, "2001:db8::1", 50000), size)
+    ftp_exchange(tl, ctl, None, b"226 done\r\n")
+    ftp_exchange(tl, ctl, b"QUIT\r\n", b"221 bye\r\n")
+    tl.add(*ctl.close())
+
+
 def mixed_capture(linktype: int = ETHERNET) -> Timeline:
     """A passive download, other traffic (HTTP, with a retransmitted segment), an active data connection whose SYN
-    is not answered, one refused by RST, a session over IPv6; every tenth frame captured twice."""
+    is not answered, one refused by RST, a session over IPv6 and a download over IPv6; every tenth frame captured
+    twice."""
     tl = Timeline(linktype=linktype)
     passive_download(tl, size=60_000)
     web = Tcp("198.18.1.7", 43000, "198.19.1.9", 80)
@@ -273,6 +287,7 @@ def mixed_capture(linktype: int = ETHERNET) -> Timeline:
     for command, reply in [(None, b"220 hi"), (b"USER bob", b"331 pw"), (b"PASS x", b"530 no")]:
         ftp_exchange(tl, v6, command + b"\r\n" if command else None, reply + b"\r\n")
     tl.add(*v6.close())
+    ipv6_download(tl)
     tl.frames = [g for i, f in enumerate(tl.frames) for g in ([f, Frame(f.ts, f.data)] if i % 10 == 0 else [f])]
     return tl
 
@@ -307,18 +322,23 @@ def test_bytes_fed_from_a_pipe_give_what_their_records_give(linktype: int, nano:
     frames = mixed_capture(linktype).frames
     data = pcap_header(linktype, nano) + b"".join(pcap_record(f, nano) for f in frames)
     want, segments = _json_events(data, len(data), "records")
-    assert segments == len(frames) and want.count("\n") == 11  # 4 sessions started and ended, 3 fates
+    assert segments == len(frames) and want.count("\n") == 14  # 5 sessions started and ended, 4 fates
     assert '"syn-unanswered"' in want and '"refused"' in want and '"2001:db8::2"' in want
+    assert '"bytes_to_client": 40000' in want
     for how in ("bytes", "buffer"):
         for step in (7, 1000, 65536, len(data)):
             assert _json_events(data, step, how) == (want, segments), (how, step)
 
 
-@pytest.mark.parametrize(("linktype", "ip"), [(ETHERNET, 14), (LINUX_SLL, 16), (LINUX_SLL2, 20)])
+@pytest.mark.parametrize(("linktype", "tcp", "ipv6"), [(ETHERNET, 34, False), (LINUX_SLL, 36, False),
+                                                      (LINUX_SLL2, 40, False), (ETHERNET, 54, True)])
 def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_records(
-        monkeypatch: pytest.MonkeyPatch, linktype: int, ip: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, linktype: int, tcp: int, ipv6: bool) -> None:
     tl = Timeline(linktype=linktype)
-    passive_download(tl, size=60_000)
+    if ipv6:
+        ipv6_download(tl, 60_000)
+    else:
+        passive_download(tl, size=60_000)
     analyzer = Analyzer(Options())
     point, parser = analyzer.point("pipe"), RecordParser("pipe")
     records: list[bytes] = []
@@ -339,13 +359,13 @@ def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_r
     assert (t.fate, t.bytes_to_client()) == ("established", 60_000) and parser.packets == len(tl.frames)
 
     def of_port(port: int, frames: list[bytes]) -> list[bytes]:
-        return [f for f in frames if struct.pack("!H", port) in (f[ip + 20:ip + 22], f[ip + 22:ip + 24])]
+        return [f for f in frames if struct.pack("!H", port) in (f[tcp:tcp + 2], f[tcp + 2:tcp + 4])]
 
     def of_data(frames: list[bytes]) -> list[bytes]:
         return of_port(50000, frames)
 
     assert len(of_data([f.data for f in tl])) > 40
-    assert [f[ip + 33] for f in of_data(records)] == [0x02, 0x12, 0x11, 0x11]  # SYN, SYN-ACK and the FINs only
+    assert [f[tcp + 13] for f in of_data(records)] == [0x02, 0x12, 0x11, 0x11]  # SYN, SYN-ACK and the FINs only
     control = of_port(21, [f.data for f in tl])
     assert [f for f in records if f not in of_data(records)] == control[:-1]  # its last ACK: after the session
 

@@ -181,8 +181,11 @@ class PointAnalysis:
         """The records of ``blocks`` that need more than counting; the others counted on the way."""
         linktype, unit = blocks[0].linktype, blocks[0].unit
         record = blocks[0].record.unpack_from
-        header, at, least = FAST_HEADERS.get(linktype) or (FAST_HEADERS[ETHERNET][0], 0, MAX_RECORD + 1)
-        at += 16  # from the start of the record header; a link type without a fast path: no frame is long enough
+        fast = FAST_HEADERS.get(linktype)
+        if fast is None:  # no fast path for this link type: no frame is long enough for it
+            fast = (*FAST_HEADERS[ETHERNET][:3], MAX_RECORD + 1, MAX_RECORD + 1)
+        header, header6, at, least, least6 = fast
+        at += 16  # from the start of the record header
         table, engine = self.table, self.engine
         by_key, next_tick = table.by_key, engine.next_tick
         packets = counted = 0
@@ -197,19 +200,24 @@ class PointAnalysis:
                         break  # the rest comes with the next bytes, or the parser names the damage
                     ts = sec + frac * unit
                     if caplen >= least and ts < next_tick:
-                        ipv4, vi, total, frag, proto, key, seq, _, off, flags = header(buf, pos + at)
-                        if (ipv4 == 0x0800 and vi == 0x45 and proto == 6 and not frag & 0x1FFF
-                                and not flags & (SYN | FIN | RST) and total):
-                            entry = by_key.get(key)
-                            if entry is not None:
-                                flow, d = entry
-                                owner = flow.owner
-                                if owner is OTHER or (flow.settled and owner.__class__ is Expectation):
-                                    size = total - 20 - (off >> 4) * 4
-                                    flow.packet(d, ts, seq, flags, size if size > 0 else 0)
-                                    counted += 1
-                                    pos = end
-                                    continue
+                        key = None
+                        proto, vi, total, frag, ip, k, seq, _, off, flags = header(buf, pos + at)
+                        if proto == 0x0800:
+                            if vi == 0x45 and ip == 6 and not frag & 0x1FFF and not flags & (SYN | FIN | RST) and total:
+                                key, size = k, total - 20 - (off >> 4) * 4
+                        elif proto == 0x86DD and caplen >= least6:
+                            _, vi, total, ip, k, seq, _, off, flags = header6(buf, pos + at)
+                            if vi >> 4 == 6 and ip == 6 and not flags & (SYN | FIN | RST) and total:
+                                key, size = k, total - (off >> 4) * 4
+                        entry = None if key is None else by_key.get(key)
+                        if entry is not None:
+                            flow, d = entry
+                            owner = flow.owner
+                            if owner is OTHER or (flow.settled and owner.__class__ is Expectation):
+                                flow.packet(d, ts, seq, flags, size if size > 0 else 0)
+                                counted += 1
+                                pos = end
+                                continue
                     packets += 1
                     frame = bytes(view[pos + 16:end])
                     pos = end

@@ -25,12 +25,17 @@ fragment field, protocol, the flow key (addresses and ports: contiguous there), 
 numbers, data offset, flags."""
 FAST = {ETHERNET: (12, b"\x08\x00", 14), LINUX_SLL: (14, b"\x08\x00", 16), LINUX_SLL2: (0, b"\x08\x00", 20)}
 """Link types whose IPv4 frames take the fast path: where the protocol field is, its IPv4 value, where IP starts."""
+V6_TCP = struct.Struct("!BxxxHBx36sIIBB")
+"""An IPv6 header without extension headers and the TCP header after it: version (and traffic class), payload
+length, next header, the flow key (addresses and ports: contiguous there too), sequence and acknowledgement
+numbers, data offset, flags."""
 FAST_HEADERS = {
-    linktype: (struct.Struct(f"!H{ip - at - 2}x{V4_TCP.format[1:]}").unpack_from, at, ip + 40)
+    linktype: (struct.Struct(f"!H{ip - at - 2}x{V4_TCP.format[1:]}").unpack_from,
+               struct.Struct(f"!H{ip - at - 2}x{V6_TCP.format[1:]}").unpack_from, at, ip + 40, ip + 60)
     for linktype, (at, _, ip) in FAST.items()
 }
-"""Per link type of the fast path: the unpack of its IP protocol field, the IPv4 header and the TCP header in one
-go; where the protocol field lies; how long a frame must be for it."""
+"""Per link type of the fast path: the unpack of its IP protocol field with an IPv4 header and the TCP header after
+it, the same with IPv6, where the protocol field lies, how long a frame must be for each."""
 _IPV6_SKIP = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 
 
