@@ -10,6 +10,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,6 +18,8 @@ from ftpkit.capture import Analyzer, Options, analyze
 from ftpkit.capture.engine import SWEEP
 from ftpkit.capture.events import ConnectionDecided, Event, NatPaired, SessionEnded, SessionStarted
 from ftpkit.capture.flows import FINISHED_KEEP
+from ftpkit.capture.live import POOL as READ_BUFFERS
+from ftpkit.capture.live import READ, Backlog, Capture
 from ftpkit.capture.nat import POOL
 from ftpkit.capture.records import CaptureError, RecordParser, RecordReader
 from ftpkit.capture.render_events import JsonEvents
@@ -392,6 +395,25 @@ def test_a_file_read_a_few_bytes_at_a_time_gives_its_records(tmp_path: Path, com
         got = list(RecordReader(path, chunk=chunk))
         assert [frame for _, _, frame in got] == [f.data for f in tl], chunk
         assert all(type(frame) is bytes for _, _, frame in got)
+
+
+def test_the_live_backlog_reads_into_buffers_used_again_and_bounds_the_memory_they_hold() -> None:
+    backlog = Backlog(limit=4 * READ)
+    try:
+        buffers = [backlog.buffer() for _ in range(READ_BUFFERS + 2)]
+        assert len({id(b) for b in buffers}) == READ_BUFFERS + 2 and all(len(b) == READ for b in buffers)
+        for buf in buffers:
+            backlog.give_back(buf)
+        assert len(backlog.free) == READ_BUFFERS  # the rest is freed
+        again = backlog.buffer()
+        assert any(again is b for b in buffers)
+        backlog.put(cast(Capture, None), again, 100)  # a large read stays in its buffer: it holds a megabyte
+        backlog.put(cast(Capture, None), b"x" * 50, 50)  # a small read was copied out
+        assert (backlog.size, backlog.held, backlog.peak) == (150, READ + 50, 150)
+        item = backlog.pop()
+        assert item is not None and item[1] is again and (backlog.size, backlog.held) == (50, 50)
+    finally:
+        backlog.close()
 
 
 # --- memory -----------------------------------------------------------------------------------------------------

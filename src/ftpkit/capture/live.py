@@ -70,7 +70,7 @@ FLUSH = BLOCK_TIMEOUT + 0.2  # seconds read on after a stop was asked for, befor
 READ = 1 << 20
 GATHER = 0.005  # seconds a reader waits after a small read (a full pipe at 1 Gbit/s takes 8 ms)
 PIPE_SIZES = (16 << 20, 1 << 20)  # the pipe from the tool (more than /proc/sys/fs/pipe-max-size needs privilege)
-BACKLOG = 256 << 20  # bytes read from the tools and not yet analysed, at most
+BACKLOG = 256 << 20  # bytes of memory holding what was read from the tools and not yet analysed, at most
 POOL = 32  # read buffers kept for the next reads (32 MiB at most, after a burst)
 DRAIN_LIMIT = 120.0  # seconds the analyzer has, once the tools stopped, to work through the backlog
 
@@ -212,7 +212,8 @@ class Backlog:
         self.limit = limit
         self.items: deque[tuple[Capture, bytes | bytearray, int]] = deque()
         self.free: list[bytearray] = []
-        self.size = 0
+        self.size = 0  # bytes read and not yet analysed
+        self.held = 0  # the memory that holds them (a large read: its whole buffer), which the limit bounds
         self.peak = 0
         self.closed = False
         self.cond = threading.Condition()
@@ -234,10 +235,11 @@ class Backlog:
         """``size`` bytes read into ``buf`` (0: the stream ended); a buffer (bytearray) comes back to
         :meth:`give_back` once analysed."""
         with self.cond:
-            while self.size > self.limit and not self.closed:
+            while self.held > self.limit and not self.closed:
                 self.cond.wait(WAKE)  # the analyzer is this far behind: let the tool wait
             self.items.append((cap, buf, size))
             self.size += size
+            self.held += len(buf)
             self.peak = max(self.peak, self.size)
         with contextlib.suppress(OSError):  # full (a wake-up is pending anyway), or closed at the end
             os.write(self._notify_w, b".")
@@ -248,6 +250,7 @@ class Backlog:
                 return None
             item = self.items.popleft()
             self.size -= item[2]
+            self.held -= len(item[1])
             self.cond.notify_all()
             return item
 

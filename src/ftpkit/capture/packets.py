@@ -78,8 +78,9 @@ Header = tuple[bytes, int, int, int, int, int]
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
     """One direction of a TCP connection as one string: source and destination address, source and destination
-    port (12 bytes for IPv4, 36 for IPv6). In an IPv4 header without options followed by TCP these bytes are
-    contiguous, so the fast path takes the key with the same unpack as the header fields."""
+    port (12 bytes for IPv4, 36 for IPv6). In an IPv4 header without options (or an IPv6 header without extension
+    headers) followed by TCP these bytes are contiguous, so the fast path takes the key with the same unpack as the
+    header fields."""
     return src + dst + _PORTS.pack(sport, dport)
 
 
