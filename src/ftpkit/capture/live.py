@@ -157,22 +157,30 @@ class Capture:
 
     def start_reader(self, backlog: Backlog) -> None:
         def read() -> None:
-            while True:
-                buf = backlog.buffer()
-                try:
-                    size = os.readv(self.out, [buf])
-                except OSError:
-                    size = 0
-                if size < READ // 4:  # a small read waits in a copy of its own size, the buffer is read into again
-                    data = bytes(buf[:size])
-                    backlog.give_back(buf)
-                    backlog.put(self, data, size)
-                else:
+            ended = False
+            while not ended:
+                buf, size = backlog.buffer(), 0
+                with memoryview(buf) as view:
+                    while size < READ:
+                        try:
+                            got = os.readv(self.out, [view[size:]])
+                        except OSError:
+                            got = 0
+                        if not got:
+                            ended = True
+                            break
+                        size += got
+                        if not backlog.items:
+                            break  # the analyzer waits for it; else it is behind: this buffer waits anyway, fill it
+                if size >= READ // 4:
                     backlog.put(self, buf, size)
-                if not size:
-                    return
-                if size < READ // 4:
-                    time.sleep(GATHER)  # let the pipe fill: fewer, larger chunks (less switching between threads)
+                else:  # a small read waits in a copy of its own size, the buffer is read into again
+                    if size:
+                        backlog.put(self, bytes(buf[:size]), size)
+                    backlog.give_back(buf)
+                    if not ended:
+                        time.sleep(GATHER)  # let the pipe fill: fewer, larger chunks (less switching between threads)
+            backlog.put(self, b"", 0)
 
         self.reader = threading.Thread(target=read, name=f"capture {self.iface}", daemon=True)
         self.reader.start()
@@ -206,7 +214,8 @@ class Backlog:
     ``READ`` bytes, used again once analysed (``POOL`` of them kept): a fresh megabyte for every read, freed after
     it, cost the analyzer more than the analysis (the allocator hands such blocks back to the kernel, and every
     page of the next one faults in anew). A small read (a quiet link) is copied out, so a backlog of them holds
-    what was read, not a megabyte each."""
+    what was read, not a megabyte each; while the analyzer is behind, a reader fills its buffer before it puts it
+    (it would wait in the backlog anyway), so the memory held stays close to what was read."""
 
     def __init__(self, limit: int = BACKLOG) -> None:
         self.limit = limit
