@@ -6,7 +6,7 @@
 # exits in well under a second (no apt-get update, no downloads).
 #
 # Installed with apt (system-wide):
-#   curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump iptables
+#   curl lftp tnftp ncftp inetutils-ftp vsftpd tshark tcpdump tcpreplay iptables
 #   conntrack iproute2 openssl whois (mkpasswd) prometheus (for promtool, which
 #   checks the server's /metrics exposition; its daemon is not used) haproxy
 #   postgresql (the release's server: 15 on bookworm, 17 on trixie; the
@@ -131,6 +131,7 @@ APT_TOOLS=(
     vsftpd:vsftpd
     tshark:tshark
     tcpdump:tcpdump
+    tcpreplay:tcpreplay
     iptables:iptables
     conntrack:conntrack
     iproute2:ip

@@ -137,6 +137,8 @@ def test_active_refused_by_rst(tmp_path: Path) -> None:
     assert t.connection.initiator.port == 44444
     assert codes(report) == ["data-refused", "transfer-failed"]
     assert only(report, "data-refused").params["target"] == "198.18.1.2:40002"
+    failed = only(report, "transfer-failed")
+    assert failed.params["command"] == "LIST" and "LIST" in failed.evidence  # no argument: not "LIST None"
 
 
 def test_passive_never_opened(tmp_path: Path) -> None:

@@ -40,15 +40,16 @@ def test_many_connections_keep_the_table_bounded_and_the_session_whole(tmp_path:
 def test_sweep_drops_idle_flows_only() -> None:
     from ftpkit.capture.flows import OTHER, Flow
     from ftpkit.capture.model import Endpoint
+    from ftpkit.capture.packets import flow_key
 
     table = FlowTable(limit=10)
     keep = Flow(Endpoint("10.0.0.1", 1), Endpoint("10.0.0.2", 21), 0.0)
     keep.owner = "a session"
-    table.add((b"a", 1, b"b", 21), keep)
+    table.add(flow_key(b"\x0a\0\0\x01", 1, b"\x0a\0\0\x02", 21), keep)
     for i in range(100):
         flow = Flow(Endpoint("10.0.0.3", i), Endpoint("10.0.0.4", 80), float(i))
         flow.owner = OTHER
-        table.add((b"c", i, b"d", 80), flow)
+        table.add(flow_key(b"\x0a\0\0\x03", i, b"\x0a\0\0\x04", 80), flow)
         assert table.count <= 16
-    assert table.by_key[(b"a", 1, b"b", 21)][0] is keep
+    assert table.by_key[flow_key(b"\x0a\0\0\x02", 21, b"\x0a\0\0\x01", 1)] == (keep, 1)
     assert table.evicted >= 80

@@ -5,16 +5,38 @@ memory that stays flat however many sessions pass."""
 from __future__ import annotations
 
 import gc
+import io
+import math
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from ftpkit.capture import Analyzer, Options, analyze
 from ftpkit.capture.engine import SWEEP
 from ftpkit.capture.events import ConnectionDecided, Event, NatPaired, SessionEnded, SessionStarted
 from ftpkit.capture.flows import FINISHED_KEEP
+from ftpkit.capture.live import POOL as READ_BUFFERS
+from ftpkit.capture.live import READ, Backlog, Capture
 from ftpkit.capture.nat import POOL
-from ftpkit.capture.records import RecordParser
-from pcapbuild import ETHERNET, Frame, Tcp, Timeline, data_transfer, ftp_exchange, pcap_header, pcap_record, write_pcap
+from ftpkit.capture.records import CaptureError, RecordParser, RecordReader
+from ftpkit.capture.render_events import JsonEvents
+from pcapbuild import (
+    ETHERNET,
+    LINUX_SLL,
+    LINUX_SLL2,
+    RAW,
+    Frame,
+    Tcp,
+    Timeline,
+    data_transfer,
+    ftp_exchange,
+    pcap_header,
+    pcap_record,
+    write_pcap,
+)
 
 
 def passive_download(tl: Timeline, cport: int = 41000, size: int = 30_000, close: bool = True,
@@ -226,6 +248,172 @@ def test_the_record_parser_takes_bytes_as_they_come() -> None:
     assert [frame for _, _, frame in got] == [f.data for f in tl]
     assert all(abs(ts - f.ts) < 1e-6 for (ts, _, _), f in zip(got, tl, strict=True))
     assert parser.packets == len(tl.frames) and parser.format == "pcap"
+
+
+def ipv6_download(tl: Timeline, size: int = 40_000) -> None:
+    ctl = Tcp("2001:db8::3", 42200, "2001:db8::1", 21)
+    tl.add(*ctl.handshake())
+    for command, reply in [(None, b"220 hi"), (b"USER carol", b"331 pw"), (b"PASS x", b"230 ok"),
+                           (b"EPSV", b"229 Entering Extended Passive Mode (|||50000|)")]:
+        ftp_exchange(tl, ctl, command + b"\r\n" if command else None, reply + b"\r\n")
+    ftp_exchange(tl, ctl, b"RETR big.bin\r\n", b"150 here\r\n")
+    data_transfer(tl, Tcp("2001:db8::3", 42201, "2001:db8::1", 50000), size)
+    ftp_exchange(tl, ctl, None, b"226 done\r\n")
+    ftp_exchange(tl, ctl, b"QUIT\r\n", b"221 bye\r\n")
+    tl.add(*ctl.close())
+
+
+def mixed_capture(linktype: int = ETHERNET) -> Timeline:
+    """A passive download, other traffic (HTTP, with a retransmitted segment), an active data connection whose SYN
+    is not answered, one refused by RST, a session over IPv6 and a download over IPv6; every tenth frame captured
+    twice."""
+    tl = Timeline(linktype=linktype)
+    passive_download(tl, size=60_000)
+    web = Tcp("198.18.1.7", 43000, "198.19.1.9", 80)
+    tl.add(*web.handshake())
+    tl.add(web.client_sends(b"GET / HTTP/1.1\r\n\r\n"))
+    for _ in range(20):
+        tl.add(web.server_sends(bytes(1448)))
+    tl.frames.append(Frame(tl.ts + 0.0001, tl.frames[-3].data))
+    tl.add(*web.close())
+    active_syn_dropped(tl, reply_after=0.5, gaps=(0.01, 1, 2))
+    ctl = Tcp("198.18.1.2", 42000, "198.19.1.2", 21)
+    tl.add(*ctl.handshake())
+    ftp_exchange(tl, ctl, None, b"220 hi\r\n")
+    ftp_exchange(tl, ctl, b"PORT 198,18,1,2,156,66\r\n", b"200 ok\r\n")
+    tl.add(ctl.client_sends(b"LIST\r\n"))
+    data = Tcp("198.19.1.2", 20, "198.18.1.2", 40002)
+    tl.add(data.syn(), data.rst_to_syn())
+    ftp_exchange(tl, ctl, None, b"425 no\r\n")
+    v6 = Tcp("2001:db8::2", 42100, "2001:db8::1", 21)
+    tl.add(*v6.handshake())
+    for command, reply in [(None, b"220 hi"), (b"USER bob", b"331 pw"), (b"PASS x", b"530 no")]:
+        ftp_exchange(tl, v6, command + b"\r\n" if command else None, reply + b"\r\n")
+    tl.add(*v6.close())
+    ipv6_download(tl)
+    tl.frames = [g for i, f in enumerate(tl.frames) for g in ([f, Frame(f.ts, f.data)] if i % 10 == 0 else [f])]
+    return tl
+
+
+def _json_events(data: bytes, step: int, how: str) -> tuple[str, int]:
+    """The events of ``data`` cut every ``step`` bytes: as ``records`` (``run``), fed as ``bytes``, or fed through
+    one ``buffer`` used again and again (a longer bytearray filled anew each time, as the live reader does)."""
+    out = io.StringIO()
+    analyzer = Analyzer(Options(), JsonEvents(out, "en"), keep=False)
+    point, parser = analyzer.point("pipe"), RecordParser("pipe")
+    buffer = bytearray(step + 100)
+    for i in range(0, len(data), step):
+        piece = data[i:i + step]
+        if how == "records":
+            point.run(parser.feed(piece))
+        elif how == "bytes":
+            point.feed(parser, piece)
+        else:
+            buffer[:len(piece)] = piece
+            buffer[len(piece):] = b"\xff" * (len(buffer) - len(piece))  # what the buffer held before
+            point.feed(parser, buffer, len(piece))
+    parser.finish()
+    analyzer.close()
+    return out.getvalue(), point.segments
+
+
+@pytest.mark.parametrize(("linktype", "nano"), [(ETHERNET, False), (ETHERNET, True), (LINUX_SLL, False),
+                                               (LINUX_SLL2, False), (RAW, False)])
+def test_bytes_fed_from_a_pipe_give_what_their_records_give(linktype: int, nano: bool) -> None:
+    """``PointAnalysis.feed`` (the live capture's way, packets only counted where they lie) reports event for
+    event what the records of the same bytes give, however the bytes are cut (raw IP: no fast path, all records)."""
+    frames = mixed_capture(linktype).frames
+    data = pcap_header(linktype, nano) + b"".join(pcap_record(f, nano) for f in frames)
+    want, segments = _json_events(data, len(data), "records")
+    assert segments == len(frames) and want.count("\n") == 14  # 5 sessions started and ended, 4 fates
+    assert '"syn-unanswered"' in want and '"refused"' in want and '"2001:db8::2"' in want
+    assert '"bytes_to_client": 40000' in want
+    for how in ("bytes", "buffer"):
+        for step in (7, 1000, 65536, len(data)):
+            assert _json_events(data, step, how) == (want, segments), (how, step)
+
+
+@pytest.mark.parametrize(("linktype", "tcp", "ipv6"), [(ETHERNET, 34, False), (LINUX_SLL, 36, False),
+                                                      (LINUX_SLL2, 40, False), (ETHERNET, 54, True)])
+def test_the_packets_of_a_settled_data_connection_are_counted_without_becoming_records(
+        monkeypatch: pytest.MonkeyPatch, linktype: int, tcp: int, ipv6: bool) -> None:
+    tl = Timeline(linktype=linktype)
+    if ipv6:
+        ipv6_download(tl, 60_000)
+    else:
+        passive_download(tl, size=60_000)
+    analyzer = Analyzer(Options())
+    point, parser = analyzer.point("pipe"), RecordParser("pipe")
+    records: list[bytes] = []
+    run = point.run
+
+    def spy(got: Iterable[tuple[float, int, bytes]], until: float = math.inf) -> object:
+        def seen() -> Iterator[tuple[float, int, bytes]]:
+            for r in got:
+                records.append(r[2])
+                yield r
+        return run(seen(), until)
+
+    monkeypatch.setattr(point, "run", spy)
+    point.feed(parser, pcap_header(linktype) + b"".join(pcap_record(f) for f in tl))
+    analyzer.close()
+    (s,) = analyzer.sessions
+    (t,) = s.transfers
+    assert (t.fate, t.bytes_to_client()) == ("established", 60_000) and parser.packets == len(tl.frames)
+
+    def of_port(port: int, frames: list[bytes]) -> list[bytes]:
+        return [f for f in frames if struct.pack("!H", port) in (f[tcp:tcp + 2], f[tcp + 2:tcp + 4])]
+
+    def of_data(frames: list[bytes]) -> list[bytes]:
+        return of_port(50000, frames)
+
+    assert len(of_data([f.data for f in tl])) > 40
+    assert [f[tcp + 13] for f in of_data(records)] == [0x02, 0x12, 0x11, 0x11]  # SYN, SYN-ACK and the FINs only
+    control = of_port(21, [f.data for f in tl])
+    assert [f for f in records if f not in of_data(records)] == control[:-1]  # its last ACK: after the session
+
+def test_damage_in_bytes_fed_from_a_pipe_is_named_as_in_a_file() -> None:
+    tl = Timeline()
+    passive_download(tl, size=5000)
+    good = pcap_header(ETHERNET) + b"".join(pcap_record(f) for f in tl)
+    data = good + struct.pack("<IIII", 1, 0, 1 << 27, 1 << 27) + bytes(100)
+    errors = []
+    for how in ("records", "bytes", "buffer"):
+        with pytest.raises(CaptureError) as caught:
+            _json_events(data, 4096, how)
+        errors.append(str(caught.value))
+    want = f"pipe: corrupt record (length {1 << 27}) at byte {len(good)}; {len(tl.frames)} packets read before it"
+    assert errors == [want] * 3
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_file_read_a_few_bytes_at_a_time_gives_its_records(tmp_path: Path, compress: bool) -> None:
+    """The file reader reads into one buffer again and again: records cut across reads come out whole."""
+    tl = mixed_capture()
+    path = write_pcap(tmp_path / ("c.pcap.gz" if compress else "c.pcap"), ETHERNET, tl, compress=compress)
+    for chunk in (7, 1000, 1 << 20):
+        got = list(RecordReader(path, chunk=chunk))
+        assert [frame for _, _, frame in got] == [f.data for f in tl], chunk
+        assert all(type(frame) is bytes for _, _, frame in got)
+
+
+def test_the_live_backlog_reads_into_buffers_used_again_and_bounds_the_memory_they_hold() -> None:
+    backlog = Backlog(limit=4 * READ)
+    try:
+        buffers = [backlog.buffer() for _ in range(READ_BUFFERS + 2)]
+        assert len({id(b) for b in buffers}) == READ_BUFFERS + 2 and all(len(b) == READ for b in buffers)
+        for buf in buffers:
+            backlog.give_back(buf)
+        assert len(backlog.free) == READ_BUFFERS  # the rest is freed
+        again = backlog.buffer()
+        assert any(again is b for b in buffers)
+        backlog.put(cast(Capture, None), again, 100)  # a large read stays in its buffer: it holds a megabyte
+        backlog.put(cast(Capture, None), b"x" * 50, 50)  # a small read was copied out
+        assert (backlog.size, backlog.held, backlog.peak) == (150, READ + 50, 150)
+        item = backlog.pop()
+        assert item is not None and item[1] is again and (backlog.size, backlog.held) == (50, 50)
+    finally:
+        backlog.close()
 
 
 # --- memory -----------------------------------------------------------------------------------------------------

@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftpkit.capture.events import DecidedBy, EndReason
 from ftpkit.capture.flows import OTHER, Flow, FlowTable
 from ftpkit.capture.model import Endpoint, Fate, Session
-from ftpkit.capture.packets import ACK, SUPPORTED_LINKTYPES, SYN, Segment, address, segment, tcp_header
-from ftpkit.capture.records import Record
+from ftpkit.capture.packets import (
+    ACK,
+    ETHERNET,
+    FAST_HEADERS,
+    FIN,
+    RST,
+    SUPPORTED_LINKTYPES,
+    SYN,
+    Segment,
+    address,
+    segment,
+    tcp_header,
+)
+from ftpkit.capture.records import MAX_RECORD, PcapBlock, Record, RecordParser
 from ftpkit.capture.sessions import FTP_VERBS, Expectation, SessionBuilder
 
 if TYPE_CHECKING:
@@ -122,16 +134,17 @@ class PointAnalysis:
                 if ts >= engine.next_tick:
                     engine.advance(ts)
                     by_key = table.by_key
-                entry = by_key.get((h[0], h[2], h[1], h[3]))
-                if entry is not None and h[6] & (SYN | ACK) == SYN and entry[0].finished:
+                key, seq, _, flags, start, end = h
+                entry = by_key.get(key)
+                if entry is not None and flags & (SYN | ACK) == SYN and entry[0].finished:
                     entry = None  # the same addresses and ports again, after the old connection ended: a new one
                 if entry is None:
                     seg = segment(frame, h)
-                    flow, d = self._new_flow(ts, seg), 0
+                    flow, d = self._new_flow(ts, seg, key), 0
                     by_key = table.by_key  # the table may have been swept
                 else:
                     flow, d = entry
-                    flow.packet(d, ts, h[4], h[6], h[8] - h[7])
+                    flow.packet(d, ts, seq, flags, end - start)
                     owner = flow.owner
                     if owner is OTHER:
                         continue  # the fast path: other traffic, or a data connection counted already
@@ -151,9 +164,75 @@ class PointAnalysis:
             self.segments += segments
         return None
 
-    def _new_flow(self, ts: float, seg: Segment) -> Flow:
+    def feed(self, parser: RecordParser, data: bytes | bytearray, size: int | None = None) -> None:
+        """Analyse what the first ``size`` bytes of ``data`` (all without ``size``) complete of the capture
+        ``parser`` reads: a live capture's pipe, a buffer at a time. The same analysis as :meth:`run` of the
+        parser's records, but a packet of a connection that is only counted (other traffic, a data connection
+        whose fate is settled: nearly all packets of a transfer) is counted where it lies in the pcap bytes, with
+        one unpack and no object made for it; only the others become records for :meth:`run`, in their place in
+        the order. ``data`` is not kept: a reused buffer can be filled again once this returns."""
+        blocks = parser.pcap_blocks(data, size)
+        if blocks is None:
+            self.run(parser.feed(b""))
+        else:
+            self.run(self._counted(parser, blocks))
+
+    def _counted(self, parser: RecordParser, blocks: list[PcapBlock]) -> Iterator[Record]:
+        """The records of ``blocks`` that need more than counting; the others counted on the way."""
+        linktype, unit = blocks[0].linktype, blocks[0].unit
+        record = blocks[0].record.unpack_from
+        fast = FAST_HEADERS.get(linktype)
+        if fast is None:  # no fast path for this link type: no frame is long enough for it
+            fast = (*FAST_HEADERS[ETHERNET][:3], MAX_RECORD + 1, MAX_RECORD + 1)
+        header, header6, at, least, least6 = fast
+        at += 16  # from the start of the record header
+        table, engine = self.table, self.engine
+        by_key, next_tick = table.by_key, engine.next_tick
+        packets = counted = 0
+        for block in blocks:
+            buf, pos, stop = block.buf, block.start, block.stop
+            view = memoryview(buf)
+            try:
+                while pos + 16 <= stop:
+                    sec, frac, caplen, _ = record(buf, pos)
+                    end = pos + 16 + caplen
+                    if end > stop or caplen > MAX_RECORD:
+                        break  # the rest comes with the next bytes, or the parser names the damage
+                    ts = sec + frac * unit
+                    if caplen >= least and ts < next_tick:
+                        key = None
+                        proto, vi, total, frag, ip, k, seq, _, off, flags = header(buf, pos + at)
+                        if proto == 0x0800:
+                            if vi == 0x45 and ip == 6 and not frag & 0x1FFF and not flags & (SYN | FIN | RST) and total:
+                                key, size = k, total - 20 - (off >> 4) * 4
+                        elif proto == 0x86DD and caplen >= least6:
+                            _, vi, total, ip, k, seq, _, off, flags = header6(buf, pos + at)
+                            if vi >> 4 == 6 and ip == 6 and not flags & (SYN | FIN | RST) and total:
+                                key, size = k, total - (off >> 4) * 4
+                        entry = None if key is None else by_key.get(key)
+                        if entry is not None:
+                            flow, d = entry
+                            owner = flow.owner
+                            if owner is OTHER or (flow.settled and owner.__class__ is Expectation):
+                                flow.packet(d, ts, seq, flags, size if size > 0 else 0)
+                                counted += 1
+                                pos = end
+                                continue
+                    packets += 1
+                    frame = bytes(view[pos + 16:end])
+                    pos = end
+                    yield ts, linktype, frame
+                    by_key, next_tick = table.by_key, engine.next_tick  # swept, or the clock moved
+            finally:
+                view.release()
+                self.segments += counted
+                parser.consumed(block, pos, packets + counted)
+                packets = counted = 0
+        yield from parser.feed(b"")  # damage: the parser says where
+
+    def _new_flow(self, ts: float, seg: Segment, key: bytes) -> Flow:
         flow = Flow(Endpoint(address(seg.src), seg.sport), Endpoint(address(seg.dst), seg.dport), ts)
-        self.table.add((seg.src, seg.sport, seg.dst, seg.dport), flow)
+        self.table.add(key, flow)
         flow.packet(0, ts, seg.seq, seg.flags, seg.size)
         # A SYN goes to the responder, a SYN-ACK comes from it; mid-connection either side may have been called.
         responders = ([0] if seg.flags & ACK else [1]) if seg.flags & SYN else [1, 0]

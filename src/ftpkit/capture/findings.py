@@ -60,7 +60,7 @@ def transfer_findings(s: Session, t: Transfer) -> list[Finding]:
     out += _data_findings(t, evidence)
     failed = _failed_reply(t)
     if failed is not None:
-        command = f"{t.command} {t.arg}".rstrip() if t.command and t.final else (t.announce_text or "")
+        command = _command(t) if t.command and t.final else (t.announce_text or "")
         out.append(Finding("transfer-failed", "fail", {"command": command, "reply": failed},
                            tuple(e for e in (*evidence, _command(t), failed) if e)))
     return out
@@ -71,7 +71,7 @@ def _reply(reply: tuple[int, str] | None) -> str:
 
 
 def _command(t: Transfer) -> str:
-    return f"{t.command} {t.arg}".rstrip() if t.command else ""
+    return f"{t.command} {t.arg or ''}".rstrip() if t.command else ""
 
 
 def _failed_reply(t: Transfer) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftpkit.capture.model import DataConn, Endpoint, ResetBy
-from ftpkit.capture.packets import ACK, FIN, RST, SYN
+from ftpkit.capture.packets import ACK, FIN, RST, SYN, reverse_key
 
 MOD = 1 << 32
 HALF = 1 << 31
@@ -35,7 +35,7 @@ class Flow:
 
     def __init__(self, ep0: Endpoint, ep1: Endpoint, ts: float) -> None:
         self.ep = (ep0, ep1)
-        self.key: tuple[bytes, int, bytes, int] | None = None  # the table's key of direction 0
+        self.key: bytes | None = None  # the table's key of direction 0 (packets.flow_key)
         self.settled = False  # a data connection whose fate is decided for good (established, refused)
         self.verdict: str | None = None  # the fate last reported for it
         self.first_ts = self.last_ts = ts
@@ -125,21 +125,21 @@ OTHER = object()
 
 
 class FlowTable:
-    """Flows by direction: ``(src, sport, dst, dport) -> (flow, direction)``; at most ``limit`` flows."""
+    """Flows by direction: flow key (:func:`~ftpkit.capture.packets.flow_key`) -> ``(flow, direction)``; at most
+    ``limit`` flows."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
-        self.by_key: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]] = {}
+        self.by_key: dict[bytes, tuple[Flow, int]] = {}
         self.count = 0
         self.next_sweep = limit
         self.created = 0
         self.evicted = 0
 
-    def add(self, key: tuple[bytes, int, bytes, int], flow: Flow) -> None:
-        src, sport, dst, dport = key
+    def add(self, key: bytes, flow: Flow) -> None:
         flow.key = key
         self.by_key[key] = (flow, 0)
-        self.by_key[(dst, dport, src, sport)] = (flow, 1)
+        self.by_key[reverse_key(key)] = (flow, 1)
         self.count += 1
         self.created += 1
         if self.count > self.next_sweep:
@@ -149,8 +149,7 @@ class FlowTable:
         """Forget ``flow``: a later packet of the same addresses and ports is a new flow."""
         if flow.key is None:
             return
-        src, sport, dst, dport = flow.key
-        for key in (flow.key, (dst, dport, src, sport)):
+        for key in (flow.key, reverse_key(flow.key)):
             entry = self.by_key.get(key)
             if entry is not None and entry[0] is flow:
                 del self.by_key[key]

@@ -6,12 +6,22 @@ starts and keeps no state, so it cannot follow a control connection: the port of
 once PORT or 227 has been read, and changing the filter then would mean restarting the capture and losing packets.
 ``tcp port 21 or (tcp and portrange 1024-65535)`` would pass nearly the same packets (every connection has an
 ephemeral port on one side) while missing a server that announces a port below 1024. So all TCP is captured and
-the analyzer drops what is not FTP at its first packet (the flow table's fast path).
+the analyzer drops what is not FTP at its first packet (the flow table's fast path). Nor can the filter give data
+connections a shorter snap length than control connections: a filter libpcap compiles returns one length for
+every packet it accepts. So packets are captured whole; a data connection's packets cost little all the same: once
+its fate is settled the analyzer counts them where they lie in the pipe's bytes (``PointAnalysis.feed``).
+
+On ``lo`` the kernel passes every packet to the capture twice, as sent and as received; libpcap drops the sent copy
+in user space, so the analyzer sees each packet once, on ``lo`` as anywhere (``tcpdump -Q in`` changes nothing
+there). The ``inbound`` qualifier would have the kernel drop it instead, but libpcap 1.10 runs the filter in user
+space over what the ring held when it was set, where ``inbound`` cannot be evaluated: the first packets of the
+capture were lost (268 of a replay here). So it is not used.
 
 Between the tool and the analyzer a reader thread per tool empties the pipe into a backlog in memory (at most
 ``BACKLOG`` bytes), so the tool never waits for the analyzer while the analyzer catches up after a burst or a
 moment without CPU: only a backlog beyond that bound holds the tool back, and then the kernel drops packets and
-tcpdump's counter says so. The summary tells how far behind the analyzer was at most.
+tcpdump's counter says so. The summary tells how far behind the analyzer was at most. The reader reads into
+buffers used again and again, and the analyzer cuts the records out of them in place.
 
 The tool hands packets over in blocks (libpcap's TPACKET_V3: a block when it is full, or at the latest after the
 tool's read time-out, one second for tcpdump), not one by one: ``--immediate-mode``, a wake-up per packet, made
@@ -60,7 +70,8 @@ FLUSH = BLOCK_TIMEOUT + 0.2  # seconds read on after a stop was asked for, befor
 READ = 1 << 20
 GATHER = 0.005  # seconds a reader waits after a small read (a full pipe at 1 Gbit/s takes 8 ms)
 PIPE_SIZES = (16 << 20, 1 << 20)  # the pipe from the tool (more than /proc/sys/fs/pipe-max-size needs privilege)
-BACKLOG = 256 << 20  # bytes read from the tools and not yet analysed, at most
+BACKLOG = 256 << 20  # bytes of memory holding what was read from the tools and not yet analysed, at most
+POOL = 32  # read buffers kept for the next reads (32 MiB at most, after a burst)
 DRAIN_LIMIT = 120.0  # seconds the analyzer has, once the tools stopped, to work through the backlog
 
 Stop = Literal["interrupted", "duration", "tool-exited"]
@@ -146,16 +157,30 @@ class Capture:
 
     def start_reader(self, backlog: Backlog) -> None:
         def read() -> None:
-            while True:
-                try:
-                    data = os.read(self.out, READ)
-                except OSError:
-                    data = b""
-                backlog.put(self, data)
-                if not data:
-                    return
-                if len(data) < READ // 4:
-                    time.sleep(GATHER)  # let the pipe fill: fewer, larger chunks (less switching between threads)
+            ended = False
+            while not ended:
+                buf, size = backlog.buffer(), 0
+                with memoryview(buf) as view:
+                    while size < READ:
+                        try:
+                            got = os.readv(self.out, [view[size:]])
+                        except OSError:
+                            got = 0
+                        if not got:
+                            ended = True
+                            break
+                        size += got
+                        if not backlog.items:
+                            break  # the analyzer waits for it; else it is behind: this buffer waits anyway, fill it
+                if size >= READ // 4:
+                    backlog.put(self, buf, size)
+                else:  # a small read waits in a copy of its own size, the buffer is read into again
+                    if size:
+                        backlog.put(self, bytes(buf[:size]), size)
+                    backlog.give_back(buf)
+                    if not ended:
+                        time.sleep(GATHER)  # let the pipe fill: fewer, larger chunks (less switching between threads)
+            backlog.put(self, b"", 0)
 
         self.reader = threading.Thread(target=read, name=f"capture {self.iface}", daemon=True)
         self.reader.start()
@@ -185,12 +210,19 @@ class Capture:
 
 class Backlog:
     """What the reader threads have read and the analyzer has not yet analysed, in order, bounded in bytes; a byte
-    on ``notify`` for each chunk put, so the analyzer's ``select`` wakes."""
+    on ``notify`` for each chunk put, so the analyzer's ``select`` wakes. A large read stays in its buffer of
+    ``READ`` bytes, used again once analysed (``POOL`` of them kept): a fresh megabyte for every read, freed after
+    it, cost the analyzer more than the analysis (the allocator hands such blocks back to the kernel, and every
+    page of the next one faults in anew). A small read (a quiet link) is copied out, so a backlog of them holds
+    what was read, not a megabyte each; while the analyzer is behind, a reader fills its buffer before it puts it
+    (it would wait in the backlog anyway), so the memory held stays close to what was read."""
 
     def __init__(self, limit: int = BACKLOG) -> None:
         self.limit = limit
-        self.items: deque[tuple[Capture, bytes]] = deque()
-        self.size = 0
+        self.items: deque[tuple[Capture, bytes | bytearray, int]] = deque()
+        self.free: list[bytearray] = []
+        self.size = 0  # bytes read and not yet analysed
+        self.held = 0  # the memory that holds them (a large read: its whole buffer), which the limit bounds
         self.peak = 0
         self.closed = False
         self.cond = threading.Condition()
@@ -198,22 +230,36 @@ class Backlog:
         os.set_blocking(self.notify, False)
         os.set_blocking(self._notify_w, False)
 
-    def put(self, cap: Capture, data: bytes) -> None:
+    def buffer(self) -> bytearray:
+        """A buffer to read into: one given back, or a new one."""
         with self.cond:
-            while self.size > self.limit and not self.closed:
+            return self.free.pop() if self.free else bytearray(READ)
+
+    def give_back(self, buf: bytearray) -> None:
+        with self.cond:
+            if len(self.free) < POOL:
+                self.free.append(buf)
+
+    def put(self, cap: Capture, buf: bytes | bytearray, size: int) -> None:
+        """``size`` bytes read into ``buf`` (0: the stream ended); a buffer (bytearray) comes back to
+        :meth:`give_back` once analysed."""
+        with self.cond:
+            while self.held > self.limit and not self.closed:
                 self.cond.wait(WAKE)  # the analyzer is this far behind: let the tool wait
-            self.items.append((cap, data))
-            self.size += len(data)
+            self.items.append((cap, buf, size))
+            self.size += size
+            self.held += len(buf)
             self.peak = max(self.peak, self.size)
         with contextlib.suppress(OSError):  # full (a wake-up is pending anyway), or closed at the end
             os.write(self._notify_w, b".")
 
-    def pop(self) -> tuple[Capture, bytes] | None:
+    def pop(self) -> tuple[Capture, bytes | bytearray, int] | None:
         with self.cond:
             if not self.items:
                 return None
             item = self.items.popleft()
-            self.size -= len(item[1])
+            self.size -= item[2]
+            self.held -= len(item[1])
             self.cond.notify_all()
             return item
 
@@ -306,8 +352,8 @@ class _Run:
         item = self.backlog.pop()
         if item is None:
             return False
-        cap, data = item
-        if not data:
+        cap, buf, size = item
+        if not size:
             cap.eof = True
             if not self.stopping and self.result.error is None:
                 said = "; ".join(line.strip() for line in cap.said.decode(errors="replace").splitlines()
@@ -315,13 +361,16 @@ class _Run:
                 self.result.error = f"{cap.name} on {cap.iface} stopped: {said or 'no message'}"
             return True
         if cap.write is not None:
-            cap.write.write(data)
+            with memoryview(buf) as view:
+                cap.write.write(view[:size])
         if not cap.broken:
             try:
-                self.analyzer.point(cap.iface).run(cap.parser.feed(data))
+                self.analyzer.point(cap.iface).feed(cap.parser, buf, size)
             except CaptureError as exc:
                 cap.broken = True
                 self.result.error = self.result.error or str(exc)
+        if isinstance(buf, bytearray):
+            self.backlog.give_back(buf)
         return True
 
     def wait(self, timeout: float) -> None:

@@ -16,13 +16,26 @@ SUPPORTED_LINKTYPES = frozenset({ETHERNET, NULL, LOOP, RAW, RAW12, RAW14, LINUX_
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
-_TCP = struct.Struct("!HHIIBB")
+_TCP = struct.Struct("!IIBB")
 _U16 = struct.Struct("!H")
-_V4_TCP = struct.Struct("!BxHxxHxB2x4s4sHHIIBB")
+_PORTS = struct.Struct("!HH")
+V4_TCP = struct.Struct("!BxHxxHxB2x12sIIBB")
 """An IPv4 header without options and the TCP header after it, in one go: version and length, total length,
-fragment field, protocol, addresses, ports, sequence and acknowledgement numbers, data offset, flags."""
-_FAST = {ETHERNET: (12, b"\x08\x00", 14), LINUX_SLL: (14, b"\x08\x00", 16), LINUX_SLL2: (0, b"\x08\x00", 20)}
+fragment field, protocol, the flow key (addresses and ports: contiguous there), sequence and acknowledgement
+numbers, data offset, flags."""
+FAST = {ETHERNET: (12, b"\x08\x00", 14), LINUX_SLL: (14, b"\x08\x00", 16), LINUX_SLL2: (0, b"\x08\x00", 20)}
 """Link types whose IPv4 frames take the fast path: where the protocol field is, its IPv4 value, where IP starts."""
+V6_TCP = struct.Struct("!BxxxHBx36sIIBB")
+"""An IPv6 header without extension headers and the TCP header after it: version (and traffic class), payload
+length, next header, the flow key (addresses and ports: contiguous there too), sequence and acknowledgement
+numbers, data offset, flags."""
+FAST_HEADERS = {
+    linktype: (struct.Struct(f"!H{ip - at - 2}x{V4_TCP.format[1:]}").unpack_from,
+               struct.Struct(f"!H{ip - at - 2}x{V6_TCP.format[1:]}").unpack_from, at, ip + 40, ip + 60)
+    for linktype, (at, _, ip) in FAST.items()
+}
+"""Per link type of the fast path: the unpack of its IP protocol field with an IPv4 header and the TCP header after
+it, the same with IPv6, where the protocol field lies, how long a frame must be for each."""
 _IPV6_SKIP = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 
 
@@ -58,22 +71,44 @@ def ip_offset(linktype: int, frame: bytes) -> int:
     return -1
 
 
-Header = tuple[bytes, bytes, int, int, int, int, int, int, int]
-"""(src, dst, sport, dport, seq, ack, flags, payload start, payload end): no copy of the payload is made."""
+Header = tuple[bytes, int, int, int, int, int]
+"""(key, seq, ack, flags, payload start, payload end): no copy of the payload is made. ``key`` is the flow key
+(see :func:`flow_key`)."""
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """One direction of a TCP connection as one string: source and destination address, source and destination
+    port (12 bytes for IPv4, 36 for IPv6). In an IPv4 header without options (or an IPv6 header without extension
+    headers) followed by TCP these bytes are contiguous, so the fast path takes the key with the same unpack as the
+    header fields."""
+    return src + dst + _PORTS.pack(sport, dport)
+
+
+def key_parts(key: bytes) -> tuple[bytes, int, bytes, int]:
+    """(src, sport, dst, dport) of a flow key."""
+    n = (len(key) - 4) >> 1
+    sport, dport = _PORTS.unpack_from(key, 2 * n)
+    return key[:n], sport, key[n:2 * n], dport
+
+
+def reverse_key(key: bytes) -> bytes:
+    """The key of the other direction."""
+    n = (len(key) - 4) >> 1
+    return key[n:2 * n] + key[:n] + key[2 * n + 2:] + key[2 * n:2 * n + 2]
 
 
 def tcp_header(linktype: int, frame: bytes) -> Header | None:
     """The TCP header fields of a frame and where its payload lies, or ``None``. ``end`` is where the IP header
     says the payload ends; it lies beyond the frame when the capture cut the packet short (snaplen)."""
-    fast = _FAST.get(linktype)
+    fast = FAST.get(linktype)
     if fast is not None and len(frame) >= fast[2] + 40:  # IPv4 without options: one unpack (the common case)
         at, ipv4, o = fast
         if frame[at:at + 2] == ipv4:
-            vi, total, frag, proto, src, dst, sport, dport, seq, ack, off, flags = _V4_TCP.unpack_from(frame, o)
+            vi, total, frag, proto, key, seq, ack, off, flags = V4_TCP.unpack_from(frame, o)
             if vi == 0x45 and proto == 6 and not frag & 0x1FFF:
                 start = o + 20 + (off >> 4) * 4
                 end = o + total if total else len(frame)
-                return src, dst, sport, dport, seq, ack, flags, start, end if end > start else start
+                return key, seq, ack, flags, start, end if end > start else start
     if linktype == ETHERNET and frame[12:14] == b"\x08\x00":
         o = 14
     else:
@@ -111,14 +146,15 @@ def tcp_header(linktype: int, frame: bytes) -> Header | None:
         return None
     if len(frame) < t + 20:
         return None
-    sport, dport, seq, ack, off, flags = _TCP.unpack_from(frame, t)
+    seq, ack, off, flags = _TCP.unpack_from(frame, t + 4)
     start = t + (off >> 4) * 4
-    return src, dst, sport, dport, seq, ack, flags, start, max(start, end)
+    return src + dst + frame[t:t + 4], seq, ack, flags, start, max(start, end)
 
 
 def segment(frame: bytes, h: Header) -> Segment:
     """The full segment, payload included (only control connections need it)."""
-    src, dst, sport, dport, seq, ack, flags, start, end = h
+    key, seq, ack, flags, start, end = h
+    src, sport, dst, dport = key_parts(key)
     return Segment(src, dst, sport, dport, seq, ack, flags, frame[start:end], end - start)
 
 

@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 26  # a record longer than 64 MiB is damage, not a packet
@@ -28,6 +29,19 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 Record = tuple[float, int, bytes]
 """(timestamp in seconds, link type, frame bytes)."""
+
+
+class PcapBlock(NamedTuple):
+    """What :meth:`RecordParser.pcap_blocks` hands out: bytes with whole records from ``start`` to ``stop`` (maybe
+    the start of one at the end), the layout of a record header (seconds, fraction, captured length, original
+    length, in the file's byte order), the link type, seconds per tick of the fraction."""
+
+    buf: bytes | bytearray
+    start: int
+    stop: int
+    record: struct.Struct
+    linktype: int
+    unit: float
 
 
 class CaptureError(Exception):
@@ -93,16 +107,86 @@ class RecordParser:
     # --- parsing -------------------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> Iterator[Record]:
         """The records ``data`` completes (the header is read at once; records as the result is iterated)."""
+        self._add(data)
+        if not self._kind:
+            return iter(())
+        return self._pcap() if self._kind == "pcap" else self._pcapng()
+
+    def pcap_blocks(self, data: bytes | bytearray, size: int | None = None) -> list[PcapBlock] | None:
+        """The first ``size`` bytes of ``data`` added (all of it without ``size``: ``data`` may be a reused buffer
+        longer than what was read into it); for a pcap stream, where to cut the records, for a caller that cuts
+        them itself and then says with :meth:`consumed` how far it got in each block, in order. A record begun in
+        the bytes before is completed on its own (the first block, small); the new bytes are then cut where they
+        lie (the second), without a copy. ``None`` for anything else (pcapng, a header not yet complete): then
+        :meth:`feed` with ``b""`` gives the records of what was added."""
+        stop = len(data) if size is None else size
+        left = self._buf
+        if self._kind != "pcap" or not left:
+            if self._kind != "pcap":
+                self._add(data if stop == len(data) and isinstance(data, bytes) else bytes(data[:stop]))
+                if self._kind != "pcap":
+                    return None
+                return [self._block(self._buf, 0, len(self._buf))]
+            self.received += stop
+            return [self._block(data, 0, stop)]
+        self.received += stop
+        caplen = -1
+        if len(left) >= 16:
+            caplen = self._rec.unpack_from(left)[2]
+        elif len(left) + stop >= 16:
+            caplen = self._rec.unpack_from(left + data[:16 - len(left)])[2]
+        need = 16 + caplen - len(left)
+        if caplen < 0 or caplen > MAX_RECORD or need > stop:  # the record goes on beyond these bytes, or damage
+            self._buf = left + data[:stop]
+            return [self._block(self._buf, 0, len(self._buf))]
+        first = left + data[:need]
+        return [self._block(first, 0, len(first)), self._block(data, need, stop)]
+
+    def _block(self, buf: bytes | bytearray, start: int, stop: int) -> PcapBlock:
+        return PcapBlock(buf, start, stop, self._rec, self._linktype, self._unit)
+
+    def consumed(self, block: PcapBlock, pos: int, packets: int) -> None:
+        """The caller of :meth:`pcap_blocks` took the ``packets`` records of ``block`` before offset ``pos``; the
+        rest of it (the start of a record) waits for the next bytes."""
+        self._buf = bytes(block.buf[pos:block.stop])
+        self._base += pos - block.start
+        self.packets += packets
+
+    def block_records(self, blocks: list[PcapBlock]) -> Iterator[Record]:
+        """The records of what :meth:`pcap_blocks` handed out, each frame a copy of its own (the blocks' buffer
+        may be filled again once this ended); then what :meth:`feed` says of the rest (damage)."""
+        packets = 0
+        for block in blocks:
+            buf, pos, stop = block.buf, block.start, block.stop
+            unpack_from, linktype, unit = block.record.unpack_from, block.linktype, block.unit
+            view = memoryview(buf)
+            try:
+                while pos + 16 <= stop:
+                    sec, frac, caplen, _ = unpack_from(buf, pos)
+                    end = pos + 16 + caplen
+                    if end > stop or caplen > MAX_RECORD:
+                        break
+                    packets += 1
+                    frame = bytes(view[pos + 16:end])
+                    pos = end
+                    yield sec + frac * unit, linktype, frame
+            finally:
+                view.release()
+                self.consumed(block, pos, packets)
+                packets = 0
+        yield from self.feed(b"")
+
+    def _add(self, data: bytes) -> None:
         self.received += len(data)
         buf = self._buf + data if self._buf else data
         self._buf = buf
         if not self._kind:
             if len(buf) < 4:
-                return iter(())
+                return
             magic = buf[:4]
             if magic in PCAP_MAGICS:
                 if len(buf) < 24:
-                    return iter(())
+                    return
                 order, self._unit = PCAP_MAGICS[magic]
                 self._linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF
                 self.linktypes.add(self._linktype)
@@ -113,7 +197,6 @@ class RecordParser:
                 self._kind = self.format = "pcapng"
             else:
                 raise CaptureError(self.name, f"not a pcap or pcapng file (it starts with {magic.hex(' ')})")
-        return self._pcap() if self._kind == "pcap" else self._pcapng()
 
     def _pcap(self) -> Iterator[Record]:
         buf, pos, end_of_buf = self._buf, 0, len(self._buf)
@@ -233,18 +316,20 @@ class RecordReader:
             else:
                 raw.seek(0)
                 stream = None
-            read = stream.read1 if stream is not None else raw.read1
+            readinto = stream.readinto if stream is not None else raw.readinto
             parser = self.parser
+            buf = bytearray(self.chunk)  # read into again and again: a fresh chunk per read costs more than its records
             while True:
                 try:
-                    data = read(self.chunk)
+                    size = readinto(buf)
                 except EOFError:
                     raise parser.stream_error("truncated gzip stream") from None
                 except (gzip.BadGzipFile, zlib.error, OSError) as exc:
                     raise parser.stream_error(f"damaged gzip stream ({exc})") from None
-                if not data:
+                if not size:
                     break
-                yield from parser.feed(data)
+                blocks = parser.pcap_blocks(buf, size)
+                yield from parser.feed(b"") if blocks is None else parser.block_records(blocks)
             parser.finish()
 
     def first_timestamp(self) -> float | None:
