@@ -114,6 +114,7 @@ def main() -> int:
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, of: " + ", ".join(TOOLS))
     parser.add_argument("--client-src", type=Path, default=REPO / "src", help="sources of the client (default: here)")
     parser.add_argument("--server-src", type=Path, default=REPO / "src", help="sources of the server (default: here)")
+    parser.add_argument("--baseline-src", type=Path, help="also measure the client of these sources, as ftpkit-base")
     parser.add_argument("--startup", action="store_true", help="also time `ftpkit get --help` against `python -c pass`")
     args = parser.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
@@ -123,13 +124,19 @@ def main() -> int:
         if tool != "ftpkit" and shutil.which(tool) is None:
             parser.error(f"{tool} is not installed")
     client_env = env_with(args.client_src)
-    compile_sources(args.client_src, args.server_src)
+    compile_sources(args.client_src, args.server_src, *([args.baseline_src] if args.baseline_src else []))
+    envs = {tool: client_env for tool in tools}
+    if args.baseline_src:
+        tools += ("ftpkit-base",)
+        envs["ftpkit-base"] = env_with(args.baseline_src)
     size = args.size_mib << 20
     print(f"load average before: {os.getloadavg()}", flush=True)
     if args.startup:
-        get_help, bare, imports = startup(client_env)
-        print(f"startup: ftpkit get --help {get_help * 1e3:.0f} ms, python -c pass {bare * 1e3:.0f} ms; imports of "
-              f"ftpkit.cli.client (-X importtime) {imports * 1e3:.0f} ms", flush=True)
+        for tool in ("ftpkit", "ftpkit-base"):
+            if tool in envs:
+                get_help, bare, imports = startup(envs[tool])
+                print(f"startup {tool}: ftpkit get --help {get_help * 1e3:.0f} ms, python -c pass {bare * 1e3:.0f} "
+                      f"ms; imports of ftpkit.cli.client (-X importtime) {imports * 1e3:.0f} ms", flush=True)
     work = Path(tempfile.mkdtemp(prefix="ftpkit-client-bench-", dir="/dev/shm"))
     proc = None
     try:
@@ -146,18 +153,19 @@ def main() -> int:
             env=env_with(args.server_src), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_listening(port, proc, time.monotonic() + 30)
         url = f"ftp://anonymous:bench@127.0.0.1:{port}/"
-        env = {**client_env, "HOME": str(home)}
         downs: dict[str, list[float]] = {t: [] for t in tools}
         ups: dict[str, list[float]] = {t: [] for t in tools}
         for round_ in range(args.rounds):
             shift = round_ % len(tools)
             for tool in tools[shift:] + tools[:shift]:
-                get, put = client_commands(tool, url, "anonymous", "bench", local, "big.bin", home)
+                name = tool.removesuffix("-base")
+                get, put = client_commands(name, url, "anonymous", "bench", local, "big.bin", home)
+                env = {**envs[tool], "HOME": str(home)}
                 downs[tool].append(size / run_timed(get, env) / 1e6)
                 if sha(local) != digest:
                     raise SystemExit(f"client_bench: {tool}: the download differs")
                 ups[tool].append(size / run_timed(put, env) / 1e6)
-                uploaded = served / f"up-{tool}.bin"
+                uploaded = served / f"up-{tool.removesuffix('-base')}.bin"
                 if sha(uploaded) != digest:
                     raise SystemExit(f"client_bench: {tool}: the upload differs")
                 uploaded.unlink()
