@@ -4,10 +4,11 @@ One ``ftpkit serve`` on 127.0.0.1 (anonymous, write allowed, warning-level log) 
 ``/dev/shm``) holding one file of random bytes (1 GiB; ``--size-mib``). Each round runs every client once, the order
 rotating from round to round: a download (``ftpkit get -o``, ``curl -o``, ``lftp -c get``) into the tmpfs, then an
 upload of that copy (``ftpkit put``, ``curl -T``, ``lftp -c put``). Each figure is the whole command (process start
-to exit) in MB/s (10^6 bytes), the median of ``--rounds`` rounds (default 5); every copy is checked by SHA-256.
-``--startup`` also times ``ftpkit get --help`` (the process start a plain get pays: interpreter and imports) against
-``python -c pass``, and sums the imports of ``ftpkit.cli.client`` (``-X importtime``, top-level modules), medians of
-11 runs.
+to exit) in MB/s (10^6 bytes), the median of ``--rounds`` rounds (default 5), with the CPU time the command used
+(user + system: the client's own cost); every copy is checked by SHA-256.
+``--startup`` also times ``ftpkit get --help`` (the process start a plain get pays: interpreter and imports) and sums
+the imports of ``ftpkit get`` and ``put`` (``-X importtime``, top-level modules), medians of 11 runs, the client trees
+taking turns.
 
 The client and the server can run from other sources than this tree (``--client-src DIR``, ``--server-src DIR``: a
 ``src`` directory), so that a client change is measured against one fixed server, and before against after. The
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -75,36 +77,39 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) ->
     raise SystemExit("client_bench: ftpkit serve did not listen within 30 s")
 
 
-def run_timed(argv: list[str], env: dict[str, str]) -> float:
+def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds of the whole command, and the CPU seconds (user + system) it used: the client's own cost, which the
+    load of other work on the machine changes less than the time."""
     os.sync()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env, check=False)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"client_bench: {argv[:4]} exit {out.returncode}: {out.stderr.strip()[-300:]}")
-    return elapsed
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def startup(env: dict[str, str], runs: int = 11) -> tuple[float, float, float]:
-    """Medians of ``runs``: ``ftpkit get --help`` and ``python -c pass`` (seconds, whole process), and the imports of
-    ``ftpkit get`` (seconds: the top-level modules' cumulative times in ``-X importtime``)."""
-    def median_of(argv: list[str]) -> float:
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, timeout=60)
-            times.append(time.perf_counter() - started)
-        return statistics.median(times)
-
-    imports = []
+def startup(envs: dict[str, dict[str, str]], runs: int = 11) -> dict[str, tuple[float, float]]:
+    """Per client tree: the medians of ``runs`` of ``ftpkit get --help`` (seconds, whole process) and of the imports
+    of ``ftpkit get`` and ``put`` (seconds: the top-level modules' cumulative times in ``-X importtime``), the trees
+    taking turns so that the machine's load falls on all alike."""
+    code = "from ftpkit.cli import cli; cli.get_command(None, 'get'); cli.get_command(None, 'put')"
+    walls: dict[str, list[float]] = {name: [] for name in envs}
+    imports: dict[str, list[float]] = {name: [] for name in envs}
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ftpkit.cli.client"], check=True,
-                             capture_output=True, text=True, env=env, timeout=60)
-        imports.append(sum(int(line.split("|")[1]) for line in out.stderr.splitlines()
-                           if line.startswith("import time:") and not line.split("|")[2].startswith("  ")
-                           and line.split("|")[1].strip().isdigit()) / 1e6)
-    return (median_of([sys.executable, "-m", "ftpkit", "get", "--help"]), median_of([sys.executable, "-c", "pass"]),
-            statistics.median(imports))
+        for name, env in envs.items():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "ftpkit", "get", "--help"], check=True, stdout=subprocess.DEVNULL,
+                           env=env, timeout=60)
+            walls[name].append(time.perf_counter() - started)
+            out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], check=True, capture_output=True,
+                                 text=True, env=env, timeout=60)
+            imports[name].append(sum(int(fields[1]) for fields in (line.split("|") for line in out.stderr.splitlines())
+                                     if len(fields) == 3 and fields[1].strip().isdigit()
+                                     and not fields[2].startswith("  ")) / 1e6)
+    return {name: (statistics.median(walls[name]), statistics.median(imports[name])) for name in envs}
 
 
 def main() -> int:
@@ -132,11 +137,10 @@ def main() -> int:
     size = args.size_mib << 20
     print(f"load average before: {os.getloadavg()}", flush=True)
     if args.startup:
-        for tool in ("ftpkit", "ftpkit-base"):
-            if tool in envs:
-                get_help, bare, imports = startup(envs[tool])
-                print(f"startup {tool}: ftpkit get --help {get_help * 1e3:.0f} ms, python -c pass {bare * 1e3:.0f} "
-                      f"ms; imports of ftpkit.cli.client (-X importtime) {imports * 1e3:.0f} ms", flush=True)
+        started = {tool: envs[tool] for tool in ("ftpkit", "ftpkit-base") if tool in envs}
+        for tool, (wall, imports) in startup(started).items():
+            print(f"startup {tool}: `ftpkit get --help` {wall * 1e3:.0f} ms; imports of get and put (-X importtime) "
+                  f"{imports * 1e3:.0f} ms", flush=True)
     work = Path(tempfile.mkdtemp(prefix="ftpkit-client-bench-", dir="/dev/shm"))
     proc = None
     try:
@@ -155,16 +159,22 @@ def main() -> int:
         url = f"ftp://anonymous:bench@127.0.0.1:{port}/"
         downs: dict[str, list[float]] = {t: [] for t in tools}
         ups: dict[str, list[float]] = {t: [] for t in tools}
+        cpu_down: dict[str, list[float]] = {t: [] for t in tools}
+        cpu_up: dict[str, list[float]] = {t: [] for t in tools}
         for round_ in range(args.rounds):
             shift = round_ % len(tools)
             for tool in tools[shift:] + tools[:shift]:
                 name = tool.removesuffix("-base")
                 get, put = client_commands(name, url, "anonymous", "bench", local, "big.bin", home)
                 env = {**envs[tool], "HOME": str(home)}
-                downs[tool].append(size / run_timed(get, env) / 1e6)
+                elapsed, cpu = run_timed(get, env)
+                downs[tool].append(size / elapsed / 1e6)
+                cpu_down[tool].append(cpu)
                 if sha(local) != digest:
                     raise SystemExit(f"client_bench: {tool}: the download differs")
-                ups[tool].append(size / run_timed(put, env) / 1e6)
+                elapsed, cpu = run_timed(put, env)
+                ups[tool].append(size / elapsed / 1e6)
+                cpu_up[tool].append(cpu)
                 uploaded = served / f"up-{tool.removesuffix('-base')}.bin"
                 if sha(uploaded) != digest:
                     raise SystemExit(f"client_bench: {tool}: the upload differs")
@@ -183,10 +193,11 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average after: {os.getloadavg()}")
     print(f"{args.size_mib} MiB, median of {args.rounds} rounds, MB/s (whole command):")
-    print("| client | get | put |")
-    print("|---|---|---|")
+    print("| client | get MB/s | put MB/s | get CPU s | put CPU s |")
+    print("|---|---|---|---|---|")
     for tool in tools:
-        print(f"| {tool} | {statistics.median(downs[tool]):.0f} | {statistics.median(ups[tool]):.0f} |")
+        print(f"| {tool} | {statistics.median(downs[tool]):.0f} | {statistics.median(ups[tool]):.0f} | "
+              f"{statistics.median(cpu_down[tool]):.2f} | {statistics.median(cpu_up[tool]):.2f} |")
     return 0
 
 
