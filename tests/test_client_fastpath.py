@@ -228,5 +228,6 @@ def test_a_plain_get_does_not_import_what_it_does_not_use(tmp_path):
     assert "ftpkit.client.core" in loaded  # the client itself
     unused = {"rich", "ftpkit.client.mirror", "ftpkit.client.verify", "ftpkit.client.sync", "ftpkit.protocol.hashes",
               "ftpkit.protocol.listparse", "ftpkit.protocol.modify", "ftpkit.server", "ftpkit.capture",
-              "ftpkit.lab", "ftpkit.doctor", "cryptography", "argon2", "asyncpg", "prometheus_client", "hashlib"}
+              "ftpkit.lab", "ftpkit.doctor", "cryptography", "argon2", "asyncpg", "prometheus_client", "hashlib",
+              "netrc"}
     assert sorted(unused & loaded) == []
