@@ -1,7 +1,8 @@
 """The client's fast paths against the in-process ftpkit server: a binary download into a regular file is spliced in
 the kernel (byte-exact with a file several splice chunks long, through REST resume too), everything else falls back
 to ``recv_into`` one buffer (standard output as a pipe, a file object without a descriptor, an appending file, TLS
-under PROT P), uploads from a file go by sendfile (not under TLS), progress is told in steps and adds up, a stalled
+under PROT P), uploads from a file go by sendfile to another host and by one buffer to this host and under TLS
+(resuming too), progress is told in steps and adds up, a stalled
 spliced connection times out, and ``ftpkit get``'s imports leave out what a plain get does not use."""
 
 from __future__ import annotations
@@ -129,17 +130,51 @@ def test_ascii_download_keeps_converting(server, tmp_path):
     assert "--> TYPE A" in lines
 
 
-def test_upload_from_a_file_goes_by_sendfile(server, big, tmp_path):
+def test_upload_to_this_host_is_buffered_and_resumes(server, big, tmp_path):
     (tmp_path / "up.bin").write_bytes(big)
+    (server.root / "resumed.bin").write_bytes(big[:SIZE // 3])
     lines: list[str] = []
     with Client(recorded(lines)) as ftp:
         ftp.connect("127.0.0.1", server.port)
         ftp.login("alice", "secret")
         assert ftp.upload(tmp_path / "up.bin", "up.bin") == SIZE
+        assert ftp.upload(tmp_path / "up.bin", "resumed.bin", resume=True) == SIZE - SIZE // 3
         assert ftp.write_bytes("mem.bin", big[:1000]) == 1000
-    assert how_moved(lines) == ["sendfile", "read+sendall"]
-    assert sha((server.root / "up.bin").read_bytes()) == sha(big)
+    assert how_moved(lines) == ["readinto+sendall"] * 3
+    assert f"--> REST {SIZE // 3}" in lines
+    assert sha((server.root / "up.bin").read_bytes()) == sha(big) == sha((server.root / "resumed.bin").read_bytes())
     assert (server.root / "mem.bin").read_bytes() == big[:1000]
+
+
+def test_upload_to_another_host_goes_by_sendfile(tmp_path):
+    """Not this host (here: the other end of a Unix socket pair, not an IP peer): sendfile, from the file's
+    position, byte-exact."""
+    payload = os.urandom(SIZE)
+    path = tmp_path / "up.bin"
+    path.write_bytes(payload)
+    mine, theirs = socket.socketpair()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_to_end(theirs)))
+    reader.start()
+    with path.open("rb") as fh:
+        fh.seek(7)
+        assert not dc.same_host(mine)
+        assert dc.send(mine, fh, False, None, 10) == (SIZE - 7, "sendfile")
+    reader.join()
+    theirs.close()
+    assert sha(got[0]) == sha(payload[7:])
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_same_host_is_loopback_or_the_connection_s_own_address():
+    with tcp_pair() as (sender, receiver):
+        assert dc.same_host(sender) and dc.same_host(receiver)
 
 
 def test_under_prot_p_transfers_stay_in_tls(tls_server, cert, tmp_path):
@@ -152,7 +187,7 @@ def test_under_prot_p_transfers_stay_in_tls(tls_server, cert, tmp_path):
         assert ftp.protected
         assert ftp.download("big.bin", tmp_path / "got.bin") == SIZE
         assert ftp.upload(tmp_path / "got.bin", "copy.bin") == SIZE
-    assert how_moved(lines) == ["recv_into", "read+sendall"]
+    assert how_moved(lines) == ["recv_into", "readinto+sendall"]
     assert sum("data connection TLS" in line for line in lines) == 2
     assert sha((tmp_path / "got.bin").read_bytes()) == sha(payload) == sha((tls_server.root / "copy.bin").read_bytes())
 
