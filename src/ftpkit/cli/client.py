@@ -1,4 +1,8 @@
-"""The one-shot client commands: ``ftpkit get put ls mkdir rm rmdir mv mirror``."""
+"""The one-shot client commands: ``ftpkit get put ls mkdir rm rmdir mv mirror``.
+
+What only some commands need (mirroring, --verify's digests) is imported when used: every ``ftpkit get`` pays for
+its imports at start.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,19 @@ import contextlib
 import posixpath
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ftpkit.cli.common import build_options, client_options, progress_bar, run, say, url_arg
-from ftpkit.client.core import FTPClient
+from ftpkit.cli.common import build_options, client_options, progress_bar, run, say, showing_progress, url_arg
 from ftpkit.client.errors import ReplyError
-from ftpkit.client.mirror import mirror_down, mirror_up
 from ftpkit.client.options import ClientOptions
 from ftpkit.client.session import open_session, with_retries
 from ftpkit.client.url import FTPURL
-from ftpkit.client.verify import StreamDigest, Verifier, local_file
+
+if TYPE_CHECKING:
+    from ftpkit.client.core import FTPClient
+    from ftpkit.client.verify import Verifier
 
 VERIFY_HELP = ("after the transfer, compare the server's digest (HASH, else XSHA256/XSHA1/XMD5/XCRC) with this "
                "copy's; sizes when the server has none")
@@ -28,6 +33,8 @@ def _verifier(verify: bool, options: ClientOptions, what: str) -> Verifier | Non
         return None
     if options.ascii:
         raise click.UsageError(f"--verify compares bytes: it cannot check {what} with --ascii (line endings change)")
+    from ftpkit.client.verify import Verifier
+
     return Verifier(options.transcript)
 
 
@@ -63,25 +70,40 @@ def get_command(url: str, output: str | None, resume: bool, verify: bool, **kw: 
 
     async def work(ftp: FTPClient, attempt: int) -> int:
         if output == "-":
-            out = sys.stdout.buffer
-            stream = StreamDigest(await verifier.algorithm(ftp) if verifier else None)
-            count = await ftp.retrieve(target.path, stream.wrap(out.write))
-            out.flush()
-            if verifier is not None:
-                await verifier.check(ftp, target.path, "standard output", stream.size, stream.digest)
-            return count
+            return await _to_stdout(ftp, target.path, verifier, options.ascii)
         local = Path(output or name)
         total = None
-        with contextlib.suppress(ReplyError):
-            total = await ftp.size(target.path)
+        if showing_progress():
+            with contextlib.suppress(ReplyError):
+                total = await ftp.size(target.path)
         with progress_bar(name, total) as progress:
             count = await ftp.download(target.path, local, resume=resume or (attempt > 0 and resume),
                                        progress=progress)
         if verifier is not None:
+            from ftpkit.client.verify import local_file
+
             await verifier.check(ftp, target.path, str(local), local.stat().st_size, local_file(local))
         return count
 
     run(_with_session(target, options, netrc_file, work))
+
+
+async def _to_stdout(ftp: FTPClient, path: str, verifier: Verifier | None, ascii_mode: bool) -> int:
+    """A download to standard output: written from one buffer (spliced when stdout is a regular file); through
+    a digest when --verify, converted with --ascii."""
+    out = sys.stdout.buffer
+    if verifier is None and not ascii_mode:
+        count = await ftp.retrieve_file(path, out)
+        out.flush()
+        return count
+    from ftpkit.client.verify import StreamDigest
+
+    stream = StreamDigest(await verifier.algorithm(ftp) if verifier else None)
+    count = await ftp.retrieve(path, stream.wrap(out.write))
+    out.flush()
+    if verifier is not None:
+        await verifier.check(ftp, path, "standard output", stream.size, stream.digest)
+    return count
 
 
 @click.command("put")
@@ -109,6 +131,8 @@ def put_command(file: str, url: str, resume: bool, append: bool, verify: bool, *
                     return await ftp.store(remote, fh, append=True, progress=progress)
             count = await ftp.upload(local, remote, resume=resume, progress=progress)
         if verifier is not None:
+            from ftpkit.client.verify import local_file
+
             await verifier.check(ftp, remote, str(local), local.stat().st_size, local_file(local))
         return count
 
@@ -186,6 +210,8 @@ def mirror_command(url: str, directory: str, reverse: bool, delete: bool, parall
     options = build_options(kw, target)
     remote = target.path.rstrip("/") or "."
     verifier = _verifier(verify, options, "a mirror")
+
+    from ftpkit.client.mirror import mirror_down, mirror_up
 
     async def work(ftp: FTPClient, attempt: int) -> None:
         async def factory() -> FTPClient:

@@ -135,10 +135,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         sys.exit(130)
 
 
+def showing_progress() -> bool:
+    """Whether transfers show a progress bar: only on a terminal."""
+    return sys.stderr.isatty()
+
+
 @contextmanager
 def progress_bar(name: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal (bytes, rate, ETA); nothing when stderr is not a terminal."""
-    if not sys.stderr.isatty():
+    if not showing_progress():
         yield None
         return
     from rich.console import Console

@@ -1,4 +1,8 @@
-"""The asyncio FTP client. ``async with FTPClient(options) as ftp: await ftp.connect(host); await ftp.login()``."""
+"""The asyncio FTP client. ``async with FTPClient(options) as ftp: await ftp.connect(host); await ftp.login()``.
+
+The codecs of digests, listings and times are imported by the methods that use them: a plain ``ftpkit get`` or
+``put`` does not load them at start.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ftpkit.client import data as dc
 from ftpkit.client.control import Control
@@ -21,12 +25,12 @@ from ftpkit.client.options import ClientOptions
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.errors import ProtocolError
 from ftpkit.protocol.features import parse_features
-from ftpkit.protocol.hashes import HashMethod, HashResult, choose_method, parse_hash_reply, parse_x_reply
-from ftpkit.protocol.listing import parse_mlst_time
-from ftpkit.protocol.listparse import Entry, parse_listing, parse_mlsx_line
-from ftpkit.protocol.modify import format_time_val, parse_avbl_reply, parse_mfmt_reply
 from ftpkit.protocol.pathname import parse_257_path
 from ftpkit.protocol.replies import Reply
+
+if TYPE_CHECKING:
+    from ftpkit.protocol.hashes import HashMethod, HashResult
+    from ftpkit.protocol.listparse import Entry
 
 Progress = Callable[[int], None]
 DIGEST_TIMEOUT = 300.0
@@ -176,6 +180,8 @@ class FTPClient:
             raise ReplyError(f"SIZE {path}", reply) from None
 
     async def mdtm(self, path: str) -> float:
+        from ftpkit.protocol.listing import parse_mlst_time
+
         reply = await self._ok("MDTM", path, codes=(213,))
         try:
             return parse_mlst_time(reply.text.strip())
@@ -196,6 +202,8 @@ class FTPClient:
 
     async def stat(self, path: str) -> Entry | None:
         """One entry's facts (MLST when offered), or ``None`` when it does not exist."""
+        from ftpkit.protocol.listparse import Entry, parse_mlsx_line
+
         if "MLST" in await self.features():
             reply = await self.control.command("MLST", path)
             if reply.code != 250:
@@ -220,11 +228,15 @@ class FTPClient:
     async def hash_method(self, algorithm: str | None = None) -> HashMethod | None:
         """How this server gives digests (HASH with the best algorithm both sides have, else an X command), or
         ``None`` when it gives none; with ``algorithm``, that algorithm only."""
+        from ftpkit.protocol.hashes import choose_method
+
         return choose_method(await self.features(), algorithm)
 
     async def remote_hash(self, path: str, algorithm: str | None = None) -> HashResult:
         """The server's digest of a file (``HASH``, after ``OPTS HASH`` when another algorithm is selected; else
         ``XSHA256``/``XSHA512``/``XSHA1``/``XMD5``/``XCRC``). :class:`NotOfferedError` when the server has none."""
+        from ftpkit.protocol.hashes import HashResult, parse_hash_reply, parse_x_reply
+
         method = await self.hash_method(algorithm)
         if method is None:
             wanted = f"{algorithm} digests" if algorithm else "HASH (nor XSHA256, XSHA1, XMD5, XCRC)"
@@ -257,6 +269,8 @@ class FTPClient:
     async def set_mtime(self, path: str, mtime: float) -> float:
         """``MFMT``: set a remote file's modification time (whole seconds, UTC: some servers take no fraction);
         returns the time the server says it set. :class:`NotOfferedError` without MFMT in FEAT."""
+        from ftpkit.protocol.modify import format_time_val, parse_mfmt_reply
+
         if "MFMT" not in await self.features():
             raise NotOfferedError("the server offers no MFMT (setting modification times)")
         text = format_time_val(mtime)
@@ -273,6 +287,8 @@ class FTPClient:
 
     async def available(self, path: str = "") -> int:
         """``AVBL``: bytes free for uploads in a remote directory (the current one by default)."""
+        from ftpkit.protocol.modify import parse_avbl_reply
+
         reply = await self.control.command("AVBL", path or None)
         if reply.code in (500, 502) and "AVBL" not in await self.features():
             raise ReplyError("AVBL", reply, hint="The server does not offer AVBL (free space).")
@@ -282,7 +298,7 @@ class FTPClient:
             raise ReplyError(f"AVBL {path}".rstrip(), reply) from None
 
     # --- data transfers -------------------------------------------------------------------------------------
-    async def _transfer(self, command: Command, work: Callable[[socket.socket], int], rest: int = 0,
+    async def _transfer(self, command: Command, work: Callable[[socket.socket], int | dc.Moved], rest: int = 0,
                         ascii_mode: bool | None = None) -> tuple[int, Reply]:
         """Run one transfer command over a new data connection, with --fallback to the other mode."""
         await self.type(self.options.ascii if ascii_mode is None else ascii_mode)
@@ -301,7 +317,7 @@ class FTPClient:
                 raise
         raise AssertionError("unreachable")
 
-    async def _transfer_once(self, passive: bool, command: Command, work: Callable[[socket.socket], int],
+    async def _transfer_once(self, passive: bool, command: Command, work: Callable[[socket.socket], int | dc.Moved],
                              rest: int) -> tuple[int, Reply]:
         timeout = self.options.timeout
         control = self.control
@@ -339,7 +355,7 @@ class FTPClient:
                 sock = await self._protect(plan, sock)
             started = time.monotonic()
             try:
-                count = await asyncio.to_thread(work, sock)
+                moved = await asyncio.to_thread(work, sock)
             except (OSError, TimeoutError) as exc:
                 final = None
                 with contextlib.suppress(ControlConnectionError):
@@ -347,6 +363,7 @@ class FTPClient:
                 raise DataConnectionError(plan.mode, plan.method, f"broke during {command.verb}: {exc}", final,
                                           hint="Try again (with --continue to resume).", opened=True) from None
             sock = None
+            count, how = (moved, "") if isinstance(moved, int) else (moved.nbytes, f", {moved.how}")
             try:
                 final = await control.read_reply(timeout=max(timeout, 60.0))
             except ControlConnectionError as exc:
@@ -359,7 +376,7 @@ class FTPClient:
                                               hint="Try again (with --continue to resume).", opened=True)
                 raise ReplyError(str(command), final)
             rate = count / elapsed / 1e6 if elapsed > 0 else 0.0
-            self.options.transcript("===", f"{count} bytes in {elapsed:.3f} s ({rate:.1f} MB/s)")
+            self.options.transcript("===", f"{count} bytes in {elapsed:.3f} s ({rate:.1f} MB/s{how})")
             return count, final
         finally:
             if sock is not None:
@@ -440,7 +457,8 @@ class FTPClient:
 
     async def download(self, remote: str, local: str | os.PathLike[str], resume: bool = False,
                        progress: Progress | None = None) -> int:
-        """Download to a local file; with ``resume`` continue a partial file (REST)."""
+        """Download to a local file; with ``resume`` continue a partial file (REST). Binary downloads into a
+        regular file are spliced in the kernel where the system can (see :func:`ftpkit.client.data.receive_file`)."""
         local = Path(local)
         offset = local.stat().st_size if resume and local.exists() else 0
         if offset and not self.options.ascii:
@@ -449,11 +467,13 @@ class FTPClient:
                     return 0  # already complete
         created = not local.exists()
         try:
-            fh = open(local, "ab" if offset else "wb")  # noqa: SIM115 - closed below, in a thread
+            fh = _open_for_writing(local, offset)
         except OSError as exc:
             raise LocalError(f"cannot write {local}: {exc.strerror}") from None
         try:
-            return await self.retrieve(remote, fh.write, offset=offset, progress=progress)
+            if self.options.ascii:
+                return await self.retrieve(remote, fh.write, offset=offset, progress=progress)
+            return await self.retrieve_file(remote, fh, offset=offset, progress=progress)
         except BaseException:
             if created and fh.tell() == 0:  # nothing arrived: leave no empty file behind
                 fh.close()
@@ -461,6 +481,15 @@ class FTPClient:
             raise
         finally:
             await asyncio.to_thread(fh.close)
+
+    async def retrieve_file(self, path: str, out: BinaryIO, offset: int = 0, progress: Progress | None = None) -> int:
+        """Download ``path`` in binary (TYPE I) into the file ``out`` at its position (written in a worker
+        thread, spliced when ``out`` is a regular file on a plain connection); returns bytes received."""
+        count, _ = await self._transfer(
+            Command("RETR", path),
+            lambda sock: dc.receive_file(sock, out, progress, self.options.timeout),
+            rest=offset, ascii_mode=False)
+        return count
 
     async def upload(self, local: str | os.PathLike[str], remote: str, resume: bool = False,
                      progress: Progress | None = None) -> int:
@@ -492,6 +521,8 @@ class FTPClient:
 
     async def listdir(self, path: str = "") -> list[Entry]:
         """Entries of a directory: MLSD when the server offers it, else LIST (Unix or DOS format) parsed."""
+        from ftpkit.protocol.listparse import parse_listing
+
         if "MLST" in await self.features():
             text = await self.listing_text(path, "MLSD")
             return parse_listing(text, time.time(), mlsd=True)
@@ -500,3 +531,18 @@ class FTPClient:
     async def nlst(self, path: str = "") -> list[str]:
         text = await self.listing_text(path, "NLST")
         return [line for line in text.splitlines() if line]
+
+
+def _open_for_writing(local: Path, offset: int) -> BinaryIO:
+    """``local`` for a download: truncated, or kept and positioned at ``offset`` to resume (not O_APPEND: splice(2)
+    cannot write to an appending file)."""
+    if not offset:
+        return open(local, "wb")
+    fd = os.open(local, os.O_WRONLY)
+    try:
+        fh = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+    fh.seek(offset)
+    return fh

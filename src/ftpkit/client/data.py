@@ -1,19 +1,27 @@
 """The client's side of a data connection: announce (EPSV/PASV or EPRT/PORT), open, move bytes, close.
 
 Announcing and opening are async (on the event loop, beside the control connection); moving the bytes runs in a
-worker thread on a blocking socket (``socket.sendfile`` for uploads, ``recv_into`` a large buffer for downloads),
-so a transfer costs few Python iterations per MiB and never blocks the event loop.
+worker thread on a blocking socket, so a transfer costs few Python iterations per MiB and never blocks the event
+loop. Uploads from a file to another host go by ``socket.sendfile`` (to this host: see :func:`send`). Downloads
+into a regular file go by ``os.splice`` (socket -> pipe -> file, Linux, binary, no TLS): the bytes never enter
+Python; otherwise ``recv_into`` one reused buffer and write from it, no object per chunk. Progress is told every
+PROGRESS_STEP bytes, not for every chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
+import os
+import select
 import socket
 import ssl
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ftpkit.client.control import Control
 from ftpkit.client.errors import DataConnectionError, ReplyError
@@ -37,8 +45,19 @@ from ftpkit.protocol.replies import Reply
 
 BUFFER = 1 << 20
 SENDFILE_CHUNK = 8 << 20
+SAME_HOST_BUFFER = 256 << 10  # uploads to this host: see send()
+SPLICE_CHUNK = 1 << 20  # bytes per splice(2): the pipe is raised to this size where the system allows
+PROGRESS_STEP = 4 << 20
 
 Progress = Callable[[int], None]
+
+
+class Moved(NamedTuple):
+    """What a transfer moved, and how (said in the transcript): ``splice``, ``recv_into``, ``sendfile``,
+    ``read+sendall``."""
+
+    nbytes: int
+    how: str
 
 
 @dataclass
@@ -219,7 +238,7 @@ def receive(sock: socket.socket, sink: Callable[[bytes], object], ascii_mode: bo
     buf = bytearray(BUFFER)
     view = memoryview(buf)
     convert = FromNetwork() if ascii_mode else None
-    total = 0
+    counter = _Counter(progress)
     try:
         while True:
             try:
@@ -228,44 +247,185 @@ def receive(sock: socket.socket, sink: Callable[[bytes], object], ascii_mode: bo
                 n = 0  # closed without close_notify: the final reply tells whether all arrived
             if n == 0:
                 break
-            total += n
-            data = view[:n]
-            sink(convert.convert(bytes(data)) if convert else bytes(data))
-            if progress is not None:
-                progress(n)
+            data = bytes(view[:n])  # the sink may keep it: its own object
+            sink(convert.convert(data) if convert else data)
+            counter.add(n)
         if convert:
             tail = convert.flush()
             if tail:
                 sink(tail)
     finally:
         sock.close()
-    return total
+    return counter.finish()
 
 
-def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Progress | None, timeout: float) -> int:
-    """Send ``source`` to its end over the data connection and close it; returns bytes sent."""
+class _Counter:
+    """Bytes moved, told to ``progress`` in steps of PROGRESS_STEP (and the rest at the end), not per chunk."""
+
+    __slots__ = ("_progress", "_untold", "total")
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.total = 0
+        self._progress = progress
+        self._untold = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+        if self._progress is not None:
+            self._untold += n
+            if self._untold >= PROGRESS_STEP:
+                self._progress(self._untold)
+                self._untold = 0
+
+    def finish(self) -> int:
+        if self._progress is not None and self._untold:
+            self._progress(self._untold)
+            self._untold = 0
+        return self.total
+
+
+def receive_file(sock: socket.socket, out: BinaryIO, progress: Progress | None, timeout: float) -> Moved:
+    """Read the data connection to its end into the binary file ``out`` at its position (TYPE I); returns bytes
+    received. Spliced in the kernel when ``out`` is a regular file and the connection is plain TCP on Linux, else
+    ``recv_into`` one reused buffer and written from it."""
     sock.setblocking(True)
     sock.settimeout(timeout)
-    total = 0
+    counter = _Counter(progress)
     try:
-        if not ascii_mode and _has_fileno(source):
-            offset = source.tell()
-            while True:
-                n = sock.sendfile(source, offset, SENDFILE_CHUNK)
-                if n == 0:
-                    break
-                offset += n
-                total += n
-                if progress is not None:
-                    progress(n)
+        out.flush()
+        spliced = False
+        can = can_splice(sock, out)
+        if can:
+            fd = out.fileno()
+            try:
+                spliced = _splice_into(sock, fd, counter, timeout)
+            finally:
+                out.seek(os.lseek(fd, 0, os.SEEK_CUR))  # the file object learns where the kernel wrote to
+        if not spliced:
+            _receive_into(sock, out, counter)
+    finally:
+        sock.close()
+    how = "splice" if spliced else "splice, then recv_into" if counter.total and can else "recv_into"
+    return Moved(counter.finish(), how)
+
+
+def can_splice(sock: socket.socket, out: BinaryIO) -> bool:
+    """Whether ``os.splice`` can move this connection's bytes into ``out``: Linux, plain TCP (TLS decrypts in
+    user space), a regular file not opened for appending (splice(2) refuses O_APPEND)."""
+    if not hasattr(os, "splice") or isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        fd = out.fileno()
+        mode = os.fstat(fd).st_mode
+        flags = _fcntl_flags(fd)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISREG(mode) and not flags & os.O_APPEND
+
+
+def _fcntl_flags(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL)
+
+
+def _pipe() -> tuple[int, int]:
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: the default size still works
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_CHUNK)
+    return read_end, write_end
+
+
+def _splice_into(sock: socket.socket, fd: int, counter: _Counter, timeout: float) -> bool:
+    """socket -> pipe -> file with splice(2) until the peer closes (True). The socket stays non-blocking (its
+    timeout): an empty receive buffer waits in poll(2) for at most ``timeout`` seconds. False when the kernel will
+    not splice here (EINVAL): what reached the pipe is written, the caller reads the rest; nothing is lost."""
+    source = sock.fileno()
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    wait_ms = max(1, int(timeout * 1000))
+    read_end, write_end = _pipe()
+    try:
+        while True:
+            try:
+                n = os.splice(source, write_end, SPLICE_CHUNK)
+            except BlockingIOError:
+                if not poller.poll(wait_ms):
+                    raise TimeoutError("timed out") from None
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    return False
+                raise
+            if n == 0:
+                return True
+            left = n
+            try:
+                while left:
+                    left -= os.splice(read_end, fd, left)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                while left:  # the file refuses splice: the pipe's bytes go by read and write
+                    chunk = os.read(read_end, left)
+                    left -= len(chunk)
+                    _write_all(fd, chunk)
+                counter.add(n)
+                return False
+            counter.add(n)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _receive_into(sock: socket.socket, out: BinaryIO, counter: _Counter) -> None:
+    buf = bytearray(BUFFER)
+    view = memoryview(buf)
+    write = out.write
+    while True:
+        try:
+            n = sock.recv_into(buf)
+        except ssl.SSLEOFError:
+            n = 0  # closed without close_notify: the final reply tells whether all arrived
+        if n == 0:
+            return
+        data = view[:n]
+        while data:  # a raw file may write less than asked
+            written = write(data)
+            data = data[written if written is not None else len(data):]
+        counter.add(n)
+
+
+def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Progress | None,
+         timeout: float) -> Moved:
+    """Send ``source`` to its end over the data connection and close it; returns bytes sent.
+
+    Binary from a file to another host: ``sendfile`` (zero-copy). To this same host (loopback, or this host's own
+    address) the receiving server copies straight out of this connection's socket buffers, and with sendfile those
+    hold the file's pages, which that copy then reads cold, on the server's core: ``readinto`` one buffer of
+    SAME_HOST_BUFFER and ``sendall`` moves that read to this side (1 GiB to ``ftpkit serve`` on 127.0.0.1: 1.07 s
+    against 1.30 s). Under TLS (which ``sendfile`` would send in 8 KiB pieces) and from objects without a file
+    descriptor the same buffered loop; TYPE A converts as it reads."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    counter = _Counter(progress)
+    try:
+        if ascii_mode:
+            total, how = _send_converted(sock, source, counter), "read+convert+sendall"
+        elif _has_fileno(source) and not isinstance(sock, ssl.SSLSocket) and not same_host(sock):
+            total, how = _send_file(sock, source, counter), "sendfile"
         else:
-            convert = ToNetwork() if ascii_mode else None
-            while chunk := source.read(BUFFER):
-                data = convert.convert(chunk) if convert else chunk
-                sock.sendall(data)
-                total += len(data)
-                if progress is not None:
-                    progress(len(chunk))
+            total, how = _send_buffered(sock, source, counter), "readinto+sendall"
+        counter.finish()
         if isinstance(sock, ssl.SSLSocket):
             with contextlib.suppress(OSError, ValueError):
                 sock = sock.unwrap()  # close_notify: the end of the file, as RFC 4217 asks
@@ -273,6 +433,58 @@ def send(sock: socket.socket, source: BinaryIO, ascii_mode: bool, progress: Prog
             sock.shutdown(socket.SHUT_WR)
     finally:
         sock.close()
+    return Moved(total, how)
+
+
+def same_host(sock: socket.socket) -> bool:
+    """Whether the other end of ``sock`` is this host: a loopback address, or the connection's own address."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        peer = plain_ip(sock.getpeername()[0])
+        local = plain_ip(sock.getsockname()[0])
+        return peer == local or ipaddress.ip_address(peer).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def _send_file(sock: socket.socket, source: BinaryIO, counter: _Counter) -> int:
+    offset = start = source.tell()
+    while True:
+        n = sock.sendfile(source, offset, SENDFILE_CHUNK)
+        if n == 0:
+            return offset - start
+        offset += n
+        counter.add(n)
+
+
+def _send_buffered(sock: socket.socket, source: BinaryIO, counter: _Counter) -> int:
+    readinto = getattr(source, "readinto", None)
+    if readinto is None:  # a minimal file-like object: read() only
+        total = 0
+        while chunk := source.read(SAME_HOST_BUFFER):
+            sock.sendall(chunk)
+            total += len(chunk)
+            counter.add(len(chunk))
+        return total
+    buf = bytearray(SAME_HOST_BUFFER)
+    view = memoryview(buf)
+    total = 0
+    while n := readinto(buf):
+        sock.sendall(view[:n])
+        total += n
+        counter.add(n)
+    return total
+
+
+def _send_converted(sock: socket.socket, source: BinaryIO, counter: _Counter) -> int:
+    convert = ToNetwork()
+    total = 0
+    while chunk := source.read(BUFFER):
+        data = convert.convert(chunk)
+        sock.sendall(data)
+        total += len(data)
+        counter.add(len(chunk))
     return total
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import netrc
 import os
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
@@ -63,6 +62,8 @@ def netrc_credentials(host: str, path: str | None = None) -> tuple[str, str] | N
     path = path or os.path.join(os.path.expanduser("~"), ".netrc")
     if not os.path.exists(path):
         return None
+    import netrc  # with shlex: only when there is a file to read
+
     try:
         auth = netrc.netrc(path).authenticators(host)
     except (netrc.NetrcParseError, OSError):
