@@ -42,15 +42,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-_next_range = [20000 + (os.getpid() % 200) * 100]
+# Below the kernel's ephemeral range (32768-60999 by default): a client connection's source port is never one a
+# test server is about to bind for passive mode (a 425 "no free passive port" once, when one took it).
+_LOWEST, _HIGHEST = 20000, 32767
+_next_range = [_LOWEST + (os.getpid() % 60) * 200]
 
 
 def passive_range(size: int = 20) -> str:
     """A passive range of its own for each server a test starts, so tests never share ports."""
+    if _next_range[0] + size - 1 > _HIGHEST:
+        _next_range[0] = _LOWEST
     low = _next_range[0]
     _next_range[0] += size
-    if _next_range[0] > 60000:
-        _next_range[0] = 20000
     return f"{low}-{low + size - 1}"
 
 

@@ -285,7 +285,8 @@ def test_unused_passive_listener_closes_after_timeout(servers, tree):
             knock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
         except ConnectionRefusedError:
             break
-        assert read_all(knock) == b""  # waits for the server to close it: no sleep needed
+        with knock:
+            assert read_all(knock) == b""  # waits for the server to close it: no sleep needed
     else:
         raise AssertionError(f"passive port {port} still listens after 5 s")
     reply = c.cmd("RETR hello.txt")
