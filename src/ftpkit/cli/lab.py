@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -97,17 +99,23 @@ def run_command(scenario: str, mode: str, server: str, client: str, capture: str
     options = LabOptions(modes=modes, server=server, client=client, timeout=timeout, doctor=not no_doctor,
                          doctor_timeout=doctor_timeout, capture=Path(capture) if capture else None, lang=language,
                          live=live)
+    _report(lambda: run_scenario(SCENARIOS[scenario], options), to_json, render, as_json, language)
+
+
+def _report(run: Callable[[], Any], as_json_of: Callable[[Any, str], Any], show: Callable[[Any, Console, str], None],
+            as_json: bool, language: str) -> None:
+    """Run a lab, print its report (JSON or the terminal's) and exit: 0 as expected, 1 not, 2 a lab error."""
     try:
-        report = run_scenario(SCENARIOS[scenario], options)
+        report = run()
     except LabError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         click.echo("ftpkit lab: interrupted; everything it started was removed", err=True)
         sys.exit(130)
     if as_json:
-        click.echo(json.dumps(to_json(report, language), ensure_ascii=False, indent=2))
+        click.echo(json.dumps(as_json_of(report, language), ensure_ascii=False, indent=2))
     else:
-        render(report, Console(highlight=False), language)
+        show(report, Console(highlight=False), language)
     sys.exit(0 if report.as_expected else 1)
 
 
@@ -117,18 +125,7 @@ def _run_cluster(timeout: float, as_json: bool, language: str) -> None:
     from ftpkit.lab.cluster_report import render as render_cluster
     from ftpkit.lab.cluster_report import to_json as cluster_json
 
-    try:
-        report = run_cluster(timeout)
-    except LabError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        click.echo("ftpkit lab: interrupted; everything it started was removed", err=True)
-        sys.exit(130)
-    if as_json:
-        click.echo(json.dumps(cluster_json(report, language), ensure_ascii=False, indent=2))
-    else:
-        render_cluster(report, Console(highlight=False), language)
-    sys.exit(0 if report.as_expected else 1)
+    _report(lambda: run_cluster(timeout), cluster_json, render_cluster, as_json, language)
 
 
 @lab_group.command("up")
