@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_shell_reads_a_script_from_stdin(server, tmp_path):
     assert sorted(p.name for p in (server.root / "scripted").iterdir()) == ["b.txt", "c.txt"]
     assert "a.txt\nb.txt\n" in out  # the NLST after mput
     assert (tmp_path / "c.txt").read_bytes() == b"one\n"
-    assert "550" in out  # the missing file
+    assert re.search(r"^(?:<-+ )?550 .*hello-missing", out, re.M), out  # the missing file
     assert f"213 {1 << 20}" in out
     assert "350 Restarting at 1000" in out
     assert (tmp_path / "part.bin").read_bytes() == (server.root / "random.bin").read_bytes()

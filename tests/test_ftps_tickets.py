@@ -79,7 +79,7 @@ def test_lftp_resumes_every_data_connection(tls_server, cert, tmp_path):
     proc = subprocess.run([lftp, "-d", "-c", script], capture_output=True, timeout=60, check=False)
     err = (proc.stdout + proc.stderr).decode("utf-8", "replace")
     assert proc.returncode == 0, err
-    assert err.count("<--- 226 ") == DATA_CONNECTIONS and "522" not in err, err
+    assert err.count("<--- 226 ") == DATA_CONNECTIONS and "<--- 522" not in err, err
     assert [(tmp_path / f"h{n}.txt").read_bytes() for n in range(DATA_CONNECTIONS)] == [b"hello\nworld\n"] * 6
 
 
