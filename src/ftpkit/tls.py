@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from ftpkit.tls_hello import (
     NO_APPLICATION_PROTOCOL,
@@ -29,6 +29,29 @@ from ftpkit.tls_hello import (
 
 READ_SIZE = 65536
 FTP_ALPN = "ftp"  # the IANA ALPN protocol ID of FTP
+
+
+class ByteReader(Protocol):
+    """What :class:`ControlStream` reads from: an ``asyncio.StreamReader``, or the server's ``ControlConnection``."""
+
+    async def read(self, n: int = ...) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """What :class:`ControlStream` writes to: an ``asyncio.StreamWriter``, or the server's ``ControlConnection``."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class ServerContext(ssl.SSLContext):
@@ -106,7 +129,7 @@ def cipher_name(tls: ssl.SSLObject) -> str | None:
 class ControlStream:
     """Read/write a control connection, in clear or through TLS, switching between the two when told."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, early: bytes = b"") -> None:
+    def __init__(self, reader: ByteReader, writer: ByteWriter, early: bytes = b"") -> None:
         """``early``: bytes already read from the connection (those that followed a PROXY protocol header)."""
         self.reader = reader
         self.writer = writer

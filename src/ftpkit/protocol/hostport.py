@@ -97,6 +97,7 @@ def explain_port(port: int) -> str:
     return f"{port >> 8}*256+{port & 0xFF} = {port}"
 
 
+@functools.lru_cache(maxsize=1024)  # the server's own announced address, over and over
 def _ipv4(host: str) -> str:
     try:
         return str(ipaddress.IPv4Address(host))
@@ -104,6 +105,7 @@ def _ipv4(host: str) -> str:
         raise HostPortError(f"{host!r} is not an IPv4 address") from None
 
 
+@functools.lru_cache(maxsize=1024)
 def _ipv6(host: str) -> str:
     try:
         return str(ipaddress.IPv6Address(host))

@@ -21,6 +21,7 @@ from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Accounts
 from ftpkit.server.config import ConfigError, ServerConfig
+from ftpkit.server.control import ControlConnection
 from ftpkit.server.data import PortPool
 from ftpkit.server.defender import Defender, DefenderSettings
 from ftpkit.server.events import ServerEvents
@@ -146,15 +147,16 @@ class FTPServer:
                 log.warning("active_from_port_20: cannot bind port %d (needs root or CAP_NET_BIND_SERVICE); "
                             "active data connections leave from any port", source)
         main_implicit = self.cfg.tls == "implicit"
-        self._server = await asyncio.start_server(
-            functools.partial(self._accept, implicit=main_implicit), self.cfg.host, self.cfg.port,
-            backlog=self.cfg.listen_backlog, reuse_address=True,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ControlConnection(functools.partial(self._accept, implicit=main_implicit)),
+            self.cfg.host, self.cfg.port, backlog=self.cfg.listen_backlog, reuse_address=True,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.cfg.tls_implicit_port is not None:
-            self._implicit = await asyncio.start_server(
-                functools.partial(self._accept, implicit=True), self.cfg.host, self.cfg.tls_implicit_port,
-                backlog=self.cfg.listen_backlog, reuse_address=True,
+            self._implicit = await loop.create_server(
+                lambda: ControlConnection(functools.partial(self._accept, implicit=True)),
+                self.cfg.host, self.cfg.tls_implicit_port, backlog=self.cfg.listen_backlog, reuse_address=True,
             )
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]
         if self.s3 is not None:
@@ -190,16 +192,16 @@ class FTPServer:
                              self.cfg.partial_ttl)
             await asyncio.sleep(period)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool = False) -> None:
+    async def _accept(self, conn: ControlConnection, implicit: bool = False) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        peer = writer.get_extra_info("peername")
+        peer = conn.get_extra_info("peername")
         ip = plain_ip(peer[0]) if peer else "?"
         try:
             admission = None
             if self.cfg.proxy_protocol != "off" and len(self.shared.sessions) < self.cfg.max_sessions:
-                admission = await admit(self.cfg, reader, writer, ip)  # before the greeting: the real client
+                admission = await admit(self.cfg, conn, ip)  # before the greeting: the real client
                 if admission is None:
                     return
                 ip = plain_ip(admission.client[0]) if admission.client else ip
@@ -210,10 +212,10 @@ class FTPServer:
                 log.debug("refused %s: banned until %s", ip, until)
                 self.shared.events.connection_refused("banned")
                 with contextlib.suppress(ConnectionError, OSError):
-                    writer.write(Reply.of(421, f"Your address is banned until {until}: too many failed logins "
-                                               "or errors.").to_bytes())
-                    await writer.drain()
-                writer.close()
+                    conn.write(Reply.of(421, f"Your address is banned until {until}: too many failed logins "
+                                             "or errors.").to_bytes())
+                    await conn.drain()
+                conn.close()
                 return
             if len(self.shared.sessions) >= self.cfg.max_sessions:
                 refusal = f"Too many sessions ({self.cfg.max_sessions}); try again later."
@@ -227,20 +229,20 @@ class FTPServer:
                 self.shared.events.connection_refused("limit")
                 self.shared.defender.record(ip, "limit_exceeded")
                 with contextlib.suppress(ConnectionError, OSError):
-                    writer.write(Reply.of(421, refusal).to_bytes())
-                    await writer.drain()
-                writer.close()
+                    conn.write(Reply.of(421, refusal).to_bytes())
+                    await conn.drain()
+                conn.close()
                 return
             self._per_ip[ip] += 1
             try:
-                await Session(self.shared, reader, writer, implicit_tls=implicit, admission=admission).run()
+                await Session(self.shared, conn, implicit_tls=implicit, admission=admission).run()
             finally:
                 self._per_ip[ip] -= 1
                 if self._per_ip[ip] <= 0:
                     del self._per_ip[ip]
         except Exception:
             log.exception("session from %s failed", ip)
-            writer.close()
+            conn.close()
         finally:
             self._tasks.discard(task)
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import random
 import socket
 import ssl
@@ -192,7 +193,8 @@ class DataProtocol(asyncio.BufferedProtocol):
 
 @dataclass
 class DataStream:
-    """An open data connection: read batches of an upload, write or sendfile a download, close or abort."""
+    """An open data connection with a transport (uploads, TLS): read batches of an upload, write a download, close
+    or abort."""
 
     protocol: DataProtocol
     peer: tuple[str, int]
@@ -206,10 +208,6 @@ class DataStream:
     @property
     def received(self) -> int:
         return self.protocol.received
-
-    @property
-    def tls(self) -> bool:
-        return self.transport.get_extra_info("ssl_object") is not None
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLObject:
         """TLS as the server of this data connection (RFC 4217: the FTP server is the TLS server whichever side
@@ -245,16 +243,6 @@ class DataStream:
     async def write(self, data: bytes | bytearray | memoryview, idle: float) -> None:
         await self.protocol.write(data, idle)
 
-    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float) -> int:
-        """``loop.sendfile`` (the kernel's sendfile(2) on a plain connection); bytes sent."""
-        if self.protocol.lost or self.transport.is_closing():
-            raise self.protocol.broken()
-        try:
-            async with asyncio.timeout(idle):
-                return await asyncio.get_running_loop().sendfile(self.transport, fh, offset, count)
-        except RuntimeError as exc:  # "Transport is closing": the client reset the connection meanwhile
-            raise ConnectionResetError(str(exc)) from None
-
     async def close(self, timeout: float = 5.0) -> None:
         """Close once everything written is handed to the kernel. On a TLS connection after sending our
         close_notify, without waiting for the client's, so the 226 is not delayed."""
@@ -282,11 +270,100 @@ class DataStream:
                 tls.unwrap()
 
 
-async def _wrap(sock: socket.socket, receive_buffer: int, paused: bool, accepted: bool) -> DataStream:
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK, errno.EOVERFLOW})
+"""What sendfile(2) says when the file cannot be sent that way (a file system without it): read and send instead."""
+
+
+class SocketStream:
+    """A plain download's data connection as the bare socket: sendfile(2) and send(2) straight from the event
+    loop, with no transport, protocol or read buffer (a download reads nothing and has no TLS). The event loop only
+    watches the socket while the kernel's send buffer is full."""
+
+    received: ClassVar[int] = 0  # a download receives nothing
+
+    def __init__(self, sock: socket.socket, peer: tuple[str, int], local: tuple[str, int]) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.local = local
+        self._loop = asyncio.get_running_loop()
+
+    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float) -> int:
+        """Send ``count`` bytes of ``fh`` from ``offset`` (fewer at its end); bytes sent. :class:`TimeoutError`
+        when the client took nothing for ``idle`` seconds."""
+        fd, file_fd = self.sock.fileno(), fh.fileno()
+        sent = 0
+        while sent < count:
+            try:
+                n = os.sendfile(fd, file_fd, offset + sent, count - sent)
+            except (BlockingIOError, InterruptedError):
+                await self._writable(idle)
+                continue
+            except OSError as exc:
+                if exc.errno not in _NO_SENDFILE or sent:
+                    raise
+                return await self._read_and_send(file_fd, offset, count, idle)
+            if n == 0:
+                break  # the end of the file (it shrank since it was opened)
+            sent += n
+        return sent
+
+    async def _read_and_send(self, file_fd: int, offset: int, count: int, idle: float) -> int:
+        data = await self._loop.run_in_executor(None, os.pread, file_fd, min(count, 1 << 20), offset)
+        await self.write(data, idle)
+        return len(data)
+
+    async def write(self, data: bytes | bytearray | memoryview, idle: float) -> None:
+        """Send all of ``data``; :class:`TimeoutError` when the client took nothing for ``idle`` seconds."""
+        view = memoryview(data)
+        while view:
+            try:
+                n = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                await self._writable(idle)
+                continue
+            view = view[n:]
+
+    async def _writable(self, idle: float) -> None:
+        fd = self.sock.fileno()
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_writer(fd, DataProtocol._wake, waiter)
+        try:
+            async with asyncio.timeout(idle):
+                await waiter
+        finally:
+            self._loop.remove_writer(fd)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Everything sent is in the kernel's hands: the close sends it and then the FIN."""
+        self._discard_input()
+        self.sock.close()
+
+    def abort(self) -> None:
+        self.sock.close()
+
+    def _discard_input(self) -> None:
+        """Read what the client sent (nothing, normally): a close with unread bytes would reset the connection and
+        could lose the end of the download on the client's side."""
+        for _ in range(16):  # bounded: a client that keeps sending only loses its own data connection
+            try:
+                if not self.sock.recv(65536):
+                    return
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+
+
+AnyDataStream = DataStream | SocketStream
+
+
+async def _wrap(sock: socket.socket, receive_buffer: int, paused: bool, accepted: bool,
+                bare: bool = False) -> AnyDataStream:
+    """The accepted or connected socket as a :class:`DataStream`, or (``bare``) a :class:`SocketStream`."""
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     peer = sock.getpeername()[:2]
     local = sock.getsockname()[:2]
+    if bare:
+        return SocketStream(sock, (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1]))
     factory = lambda: DataProtocol(receive_buffer, paused)  # noqa: E731
     if accepted:
         _, protocol = await loop.connect_accepted_socket(factory, sock)
@@ -411,8 +488,10 @@ class PassiveListener:
             self._stop_listening()  # one connection, one transfer: the port goes back to the range now
             return
 
-    async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False) -> DataStream:
-        """Wait for the client's connection; ``paused``: read nothing before TLS starts."""
+    async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False,
+                   bare: bool = False) -> AnyDataStream:
+        """Wait for the client's connection; ``paused``: read nothing before TLS starts; ``bare``: a
+        :class:`SocketStream` (a plain download)."""
         self._awaited = True
         try:
             async with asyncio.timeout(timeout):
@@ -424,7 +503,7 @@ class PassiveListener:
         finally:
             self._stop_listening()
         self._handed_over = True
-        return await _wrap(conn, receive_buffer, paused, accepted=True)
+        return await _wrap(conn, receive_buffer, paused, accepted=True, bare=bare)
 
     def _stop_listening(self) -> None:
         self._expiry.cancel()
@@ -453,8 +532,10 @@ class ActiveTarget:
         self.method = method
         self.source = source  # (local ip, port) to connect from, e.g. port 20
 
-    async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False) -> DataStream:
-        """Connect to the announced address; ``paused``: read nothing before TLS starts."""
+    async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False,
+                   bare: bool = False) -> AnyDataStream:
+        """Connect to the announced address; ``paused``: read nothing before TLS starts; ``bare``: a
+        :class:`SocketStream` (a plain download)."""
         family = socket.AF_INET6 if self.announced.family == 2 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -475,7 +556,7 @@ class ActiveTarget:
         except BaseException:
             sock.close()
             raise
-        return await _wrap(sock, receive_buffer, paused, accepted=False)
+        return await _wrap(sock, receive_buffer, paused, accepted=False, bare=bare)
 
     def close(self) -> None:
         pass
@@ -504,7 +585,7 @@ class Transfer:
     started: float = field(default_factory=time.monotonic)
     bytes: int = 0
     task: asyncio.Task[None] | None = None
-    stream: DataStream | None = None
+    stream: AnyDataStream | None = None
 
     @property
     def progress(self) -> int:

@@ -12,6 +12,7 @@ Bounded: at most ``max_sources`` sources are tracked (the oldest forgotten first
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -42,6 +43,7 @@ class DefenderSettings:
     max_sources: int = 100000
 
 
+@functools.lru_cache(maxsize=4096)  # asked at every connection, mostly for the same addresses
 def source_of(ip: str) -> str:
     """The unit a ban applies to: the address, or its /64 for IPv6."""
     try:
@@ -110,7 +112,7 @@ class Defender:
         if path is None:
             return
         try:
-            mtime = path.stat().st_mtime
+            mtime = os.stat(path).st_mtime  # at every connection: not through pathlib
         except OSError:
             mtime = None
         if not force and mtime == self._mtime:

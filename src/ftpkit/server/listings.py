@@ -14,7 +14,7 @@ from ftpkit.protocol.listing import Facts, format_facts, format_ls_line
 from ftpkit.server.storage import MAX_PATTERN, StorageError
 
 if TYPE_CHECKING:
-    from ftpkit.server.data import DataStream, Transfer
+    from ftpkit.server.data import AnyDataStream, Transfer
     from ftpkit.server.session import Session
 
 GLOB_CHARS = frozenset("*?[")
@@ -91,7 +91,7 @@ async def mlsd_lines(s: Session, arg: str | None) -> AsyncIterator[str]:
     return (format_facts(f, perm_of(f, write), wanted) async for f in s.storage.listdir(path))
 
 
-async def send_lines(lines: AsyncIterator[str], stream: DataStream, t: Transfer, idle: float) -> None:
+async def send_lines(lines: AsyncIterator[str], stream: AnyDataStream, t: Transfer, idle: float) -> None:
     """Write listing lines to the data connection in chunks of about :data:`LISTING_CHUNK` bytes, so a directory
     of any size is sent with flat memory."""
     chunk: list[bytes] = []

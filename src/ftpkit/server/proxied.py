@@ -22,11 +22,16 @@ import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.proxyproto import ProxyHeader, ProxyHeaderError, detect, parse_proxy_header
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.config import ServerConfig
+
+if TYPE_CHECKING:
+    from ftpkit.server.control import ControlConnection
+    from ftpkit.tls import ByteWriter
 
 log = logging.getLogger("ftpkit.server")
 READ_SIZE = 4096
@@ -55,7 +60,7 @@ def is_allowed(cfg: ServerConfig, ip: str) -> bool:
     return any(address.version == net.version and address in net for net in cfg.proxy_allowed)
 
 
-async def _refuse(writer: asyncio.StreamWriter, reply: Reply | None) -> None:
+async def _refuse(writer: ByteWriter, reply: Reply | None) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         if reply is not None:
             writer.write(reply.to_bytes())
@@ -63,15 +68,14 @@ async def _refuse(writer: asyncio.StreamWriter, reply: Reply | None) -> None:
     writer.close()
 
 
-async def admit(cfg: ServerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                ip: str) -> Admission | None:
+async def admit(cfg: ServerConfig, conn: ControlConnection, ip: str) -> Admission | None:
     """Read the PROXY header of a new control connection as ``cfg`` says; ``None`` when the connection was refused
     (and closed, the reason logged)."""
     if not is_allowed(cfg, ip):
         if cfg.proxy_protocol == "required":
             log.warning("refused %s: not in proxy_allowed (proxy_protocol required: clients come through the load "
                         "balancer)", ip)
-            await _refuse(writer, Reply.of(421, "This server is reached through its load balancer only."))
+            await _refuse(conn, Reply.of(421, "This server is reached through its load balancer only."))
             return None
         return Admission()
     loop = asyncio.get_running_loop()
@@ -84,7 +88,7 @@ async def admit(cfg: ServerConfig, reader: asyncio.StreamReader, writer: asyncio
             if detect(received) == "none" and cfg.proxy_protocol == "optional":
                 return Admission(early=received)  # a direct client from an allowed network, talking first
             log.warning("refused %s: PROXY protocol header: %s", ip, exc)
-            await _refuse(writer, None)
+            await _refuse(conn, None)
             return None
         if header is not None:
             return _admission(header, received, ip)
@@ -92,21 +96,21 @@ async def admit(cfg: ServerConfig, reader: asyncio.StreamReader, writer: asyncio
         try:
             if remaining <= 0:
                 raise TimeoutError
-            data = await asyncio.wait_for(reader.read(READ_SIZE), remaining)
+            data = await asyncio.wait_for(conn.read(READ_SIZE), remaining)
         except TimeoutError:
             if not received and cfg.proxy_protocol == "optional":
                 return Admission()  # nothing: a direct client waiting for the greeting
             log.warning("refused %s: no complete PROXY protocol header within %g s (%d bytes)", ip,
                         cfg.proxy_header_timeout, len(received))
-            await _refuse(writer, None)
+            await _refuse(conn, None)
             return None
         except (ConnectionError, OSError) as exc:
             log.debug("connection from %s lost before its PROXY header: %s", ip, exc)
-            await _refuse(writer, None)
+            await _refuse(conn, None)
             return None
         if not data:
             log.debug("connection from %s closed before its PROXY header (%d bytes)", ip, len(received))
-            await _refuse(writer, None)
+            await _refuse(conn, None)
             return None
         received += data
 

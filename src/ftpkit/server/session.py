@@ -29,13 +29,14 @@ from ftpkit.server.accounts import Account, Accounts
 from ftpkit.server.commands import COMMANDS
 from ftpkit.server.commands.integrity import HashState
 from ftpkit.server.config import ServerConfig
-from ftpkit.server.data import DataChannel, PortPool, Transfer
+from ftpkit.server.control import ControlConnection, ServerControlStream
+from ftpkit.server.data import DataChannel, DataStream, PortPool, Transfer
 from ftpkit.server.defender import Defender
 from ftpkit.server.events import ServerEvents, default_events
 from ftpkit.server.proxied import Admission, stray_header
 from ftpkit.server.storage import LocalStorage, Storage, StorageError, join_virtual
 from ftpkit.server.xferlog import TransferLog
-from ftpkit.tls import ControlStream, TLSError
+from ftpkit.tls import TLSError
 
 log = logging.getLogger("ftpkit.server")
 MAX_PIPELINED = 64
@@ -68,27 +69,27 @@ class Shared:
     events: ServerEvents = field(default_factory=default_events)  # diagnosis, metrics, hooks
 
 
-def _urgent_data_in_line(writer: asyncio.StreamWriter) -> None:
+def _urgent_data_in_line(conn: ControlConnection) -> None:
     """Keep TCP urgent data in the byte stream (SO_OOBINLINE, as vsftpd does): the Synch of an abort (RFC 959
     §4.1.3) then arrives exactly as the client sent it, and the command reader drops its Telnet bytes."""
-    sock = writer.get_extra_info("socket")
+    sock = conn.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
 
 
 class Session:
-    def __init__(self, shared: Shared, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 implicit_tls: bool = False, admission: Admission | None = None) -> None:
+    def __init__(self, shared: Shared, conn: ControlConnection, implicit_tls: bool = False,
+                 admission: Admission | None = None) -> None:
         self.shared = shared
         self.cfg = shared.cfg
         self.admission = admission  # what a PROXY protocol header said (server/proxied.py)
-        self.stream = ControlStream(reader, writer, admission.early if admission else b"")
-        _urgent_data_in_line(writer)
+        self.stream = ServerControlStream(conn, admission.early if admission else b"")
+        _urgent_data_in_line(conn)
         self.implicit_tls = implicit_tls
         self.id = f"s{next(_ids)}"
-        peer = (admission.client if admission else None) or writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
+        peer = (admission.client if admission else None) or conn.get_extra_info("peername")
+        local = conn.get_extra_info("sockname")
         self.peer_ip, self.peer_port = plain_ip(peer[0]), peer[1]
         self.local_ip, self.local_port = plain_ip(local[0]), local[1]
         self.conv = ServerConversation(self.cfg.max_line)
@@ -174,6 +175,8 @@ class Session:
 
     def masquerade_for_peer(self) -> str:
         """The address to announce in 227 for this client (never 0.0.0.0)."""
+        if not self.cfg.masquerade_map:
+            return self.cfg.masquerade_address or self.local_ip
         peer = ipaddress.ip_address(self.peer_ip)
         for network, address in self.cfg.masquerade_map:
             if peer.version == network.version and peer in network:
@@ -231,7 +234,6 @@ class Session:
         level = logging.DEBUG if health else logging.INFO
         via = f" via {self.admission.proxy}" if self.admission and self.admission.proxy else ""
         log.debug("[%s] connect from %s:%d%s", self.id, self.peer_ip, self.peer_port, via)
-        read_task: asyncio.Task[bytes] | None = None
         first = True
         try:
             if self.implicit_tls:
@@ -257,20 +259,30 @@ class Session:
                 if event is not None:
                     await self.dispatch(event)
                     continue
-                if read_task is None and self.conv.waiting < MAX_PIPELINED:
-                    # A client that pipelines more than this while a transfer runs is not read from until the
-                    # commands are answered: its flood stays in the kernel's buffers, not in our memory.
-                    read_task = asyncio.create_task(self.stream.read(65536))
+                # A client that pipelines more than MAX_PIPELINED while a transfer runs is not read from until the
+                # commands are answered: its flood stays in the kernel's buffers, not in our memory.
+                reading = self.conv.waiting < MAX_PIPELINED
+                if reading:
+                    data = self.stream.read_nowait()
+                    if data is not None:
+                        if not data:
+                            break
+                        if first and (stray := stray_header(self.cfg, self.admission, self.peer_ip, data)):
+                            log.warning("[%s] %s", self.id, stray)
+                            self._send(self.conv.notice(Reply.of(421, "PROXY protocol header not accepted here.")))
+                            await self.stream.drain()
+                            break
+                        first = False
+                        self.conv.receive_data(data)
+                        continue
                 waits: list[asyncio.Future] = []
-                if read_task is not None:
-                    waits.append(read_task)
                 if self.transfer is not None and self.transfer.task is not None:
                     waits.append(self.transfer.task)
                 timeout = None if self.transfer is not None else self.cfg.idle_timeout
                 if self.account is None:  # trickled bytes cannot extend the time to log in (slowloris)
                     left = max(0.0, self.login_deadline - time.monotonic())
                     timeout = left if timeout is None else min(timeout, left)
-                woken = await self._first_done(waits, timeout)
+                woken = await self._first_done(waits, timeout, reading)
                 if not woken:
                     if self.account is None and time.monotonic() >= self.login_deadline:
                         log.info("[%s] no login from %s within %g s: closing", self.id, self.peer_ip,
@@ -282,18 +294,6 @@ class Session:
                     self._send(self.conv.notice(Reply.of(421, text)))
                     await self._drain()
                     break
-                if read_task is not None and read_task.done():
-                    data = read_task.result()
-                    read_task = None
-                    if not data:
-                        break
-                    if first and (stray := stray_header(self.cfg, self.admission, self.peer_ip, data)):
-                        log.warning("[%s] %s", self.id, stray)
-                        self._send(self.conv.notice(Reply.of(421, "PROXY protocol header not accepted here.")))
-                        await self.stream.drain()
-                        break
-                    first = False
-                    self.conv.receive_data(data)
         except TLSError as exc:
             log.warning("[%s] TLS on the control connection from %s failed: %s", self.id, self.peer_ip, exc)
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
@@ -303,8 +303,6 @@ class Session:
             log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
             await self._close_with_421("Internal error: closing control connection.")
         finally:
-            if read_task is not None:
-                read_task.cancel()
             await self.abort_transfer()
             self.set_data(None)
             self.stream.close()
@@ -318,12 +316,14 @@ class Session:
                     "%d commands, %d transfers", self.id, self.user, self.peer_ip, time.monotonic() - self.started,
                     self.commands, self.transfers)
 
-    async def _first_done(self, waits: list[asyncio.Future], timeout: float | None) -> bool:
-        """Wait until one of ``waits`` is done or :meth:`wake` is called (``True``), or ``timeout`` passes
-        (``False``). What asyncio.wait does for the control loop, with one future and one timer, not five objects
-        per command."""
+    async def _first_done(self, waits: list[asyncio.Future], timeout: float | None, reading: bool) -> bool:
+        """Wait until one of ``waits`` is done, input arrives on the control connection (when ``reading``) or
+        :meth:`wake` is called (``True``), or ``timeout`` passes (``False``). What asyncio.wait does for the control
+        loop, with one future and one timer, not five objects per command, and no read task."""
         loop = asyncio.get_running_loop()
         wakeup = self._wakeup = loop.create_future()
+        if reading:
+            self.stream.wake_on_input(wakeup)
 
         fired = False
 
@@ -333,8 +333,9 @@ class Session:
 
         def expire() -> None:
             nonlocal fired
-            fired = True
-            wake()
+            if not wakeup.done():  # not when input or a transfer's end came in the same turn of the loop
+                fired = True
+                wakeup.set_result(None)
 
         for fut in waits:
             fut.add_done_callback(wake)
@@ -343,6 +344,8 @@ class Session:
             await wakeup
         finally:
             self._wakeup = None
+            if reading:
+                self.stream.wake_on_input(None)
             if timer is not None:
                 timer.cancel()
             for fut in waits:
@@ -454,7 +457,7 @@ class Session:
         if transfer is None or transfer.task is None or transfer.task.done():
             return
         stream = transfer.stream
-        if transfer.direction == "i" and stream is not None and stream.protocol.eof:
+        if transfer.direction == "i" and isinstance(stream, DataStream) and stream.protocol.eof:
             await asyncio.wait([transfer.task])  # all its bytes arrived: commit and 226 come by themselves
             return
         await self.abort_transfer()

@@ -102,7 +102,7 @@ def facts_of(name: str, st: os.stat_result) -> Facts:
 
 class Download(Protocol):
     """A file being read for a download. ``file`` is a real, seekable file when the backend has one (a binary
-    download then goes through ``loop.sendfile``: zero-copy), ``None`` otherwise (it is read with :meth:`read`)."""
+    download then goes through sendfile(2): zero-copy), ``None`` otherwise (it is read with :meth:`read`)."""
 
     size: int
     offset: int
@@ -444,7 +444,7 @@ class LocalStorage:
 
 
 class _LocalDownload:
-    """A local file being downloaded: ``file`` goes to ``loop.sendfile``; reads run in worker threads."""
+    """A local file being downloaded: ``file`` goes to sendfile(2); reads run in worker threads."""
 
     def __init__(self, storage: LocalStorage, fh: BinaryIO, size: int, offset: int, vpath: str) -> None:
         self.storage = storage

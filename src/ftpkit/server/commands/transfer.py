@@ -5,8 +5,8 @@ task of its own opens the data connection (425 when it cannot), sends 150, moves
 426 when the data connection breaks, 451 on a local error, 552 when storage is full). Meanwhile the session keeps
 reading the control connection, so ABOR (426 then 226) and STAT (bytes so far) are answered during the transfer.
 
-Downloads in TYPE I go through ``loop.sendfile`` (the kernel's sendfile(2)); uploads are read in large chunks and
-written by a worker thread.
+Downloads in TYPE I without TLS go through the kernel's sendfile(2) on the bare socket (a :class:`SocketStream`,
+no transport); uploads are read in large chunks and written by a worker thread.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING
 
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
-from ftpkit.server.data import SMALL_BUFFER, UPLOAD_BUFFER, DataConnectionError, DataStream, DataTLSError, Transfer
+from ftpkit.server.data import (
+    SMALL_BUFFER,
+    UPLOAD_BUFFER,
+    AnyDataStream,
+    DataConnectionError,
+    DataStream,
+    DataTLSError,
+    SocketStream,
+    Transfer,
+)
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, send_lines, split_list_arg
 from ftpkit.server.storage import Download, StorageError, Upload
 from ftpkit.server.xferlog import Direction, TransferRecord
@@ -35,7 +44,7 @@ log = logging.getLogger("ftpkit.server")
 SENDFILE_CHUNK = 4 << 20  # bytes per sendfile call: progress for STAT, and a bound for the idle timeout
 READ_CHUNK = 1 << 20  # downloads that are not sendfile'd (TYPE A, TLS, object storage) read this much at a time
 
-Body = Callable[[DataStream, Transfer], Awaitable[None]]
+Body = Callable[[AnyDataStream, Transfer], Awaitable[None]]
 
 
 class TransferAborted(Exception):
@@ -81,6 +90,7 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
                 s.cfg.data_accept_timeout if t.channel.mode == "passive" else s.cfg.data_connect_timeout,
                 receive_buffer=UPLOAD_BUFFER if t.direction == "i" else SMALL_BUFFER,
                 paused=s.prot_private,
+                bare=t.direction == "o" and not s.prot_private,  # a plain download: no transport needed
             )
         except DataConnectionError as exc:
             error = str(exc)
@@ -96,6 +106,7 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
             assert s.shared.tls_context is not None
             handshake_failed = False
             try:
+                assert isinstance(t.stream, DataStream)
                 data_tls = await t.stream.start_tls(s.shared.tls_context, s.cfg.tls_handshake_timeout)
                 refusal = s.session_reuse_refusal(data_tls)
             except DataTLSError as exc:
@@ -155,17 +166,18 @@ def _type_name(s: Session) -> str:
 
 # --- downloads ---------------------------------------------------------------------------------------------
 
-async def _send_file(s: Session, download: Download, stream: DataStream, t: Transfer) -> None:
+async def _send_file(s: Session, download: Download, stream: AnyDataStream, t: Transfer) -> None:
     idle = s.cfg.data_idle_timeout
     fh = download.file
-    if not s.ascii and fh is not None and not stream.tls:  # zero-copy from the file to the socket
-        position = download.offset
-        while True:
-            sent = await stream.sendfile(fh, position, SENDFILE_CHUNK, idle)
+    if not s.ascii and fh is not None and isinstance(stream, SocketStream):  # zero-copy: file -> socket
+        position, end = download.offset, max(download.offset, download.size)  # the size announced in the 150
+        while position < end:
+            sent = await stream.sendfile(fh, position, min(SENDFILE_CHUNK, end - position), idle)
             if sent == 0:
-                return
+                return  # the file shrank meanwhile
             position += sent
             t.bytes += sent
+        return
     # Read ahead: the next chunk is read by a worker thread while this one is converted, encrypted and sent.
     convert = ToNetwork() if s.ascii else None
     ahead = asyncio.ensure_future(download.read(READ_CHUNK))
@@ -205,9 +217,10 @@ async def retr(s: Session, cmd: Command) -> None:
 
 # --- uploads -----------------------------------------------------------------------------------------------
 
-async def _receive_file(s: Session, upload: Upload, stream: DataStream, t: Transfer) -> None:
+async def _receive_file(s: Session, upload: Upload, stream: AnyDataStream, t: Transfer) -> None:
     """Batches of the data connection's two reused buffers, each written by a worker thread while the kernel
     fills the other one."""
+    assert isinstance(stream, DataStream)  # an upload's data connection is never bare
     idle = s.cfg.data_idle_timeout
     convert = FromNetwork() if s.ascii else None
     while True:
@@ -296,7 +309,7 @@ async def stou(s: Session, cmd: Command) -> None:
 # --- listings ----------------------------------------------------------------------------------------------
 
 async def _send_listing(s: Session, cmd: Command, lines: AsyncIterator[str]) -> None:
-    async def body(stream: DataStream, t: Transfer) -> None:
+    async def body(stream: AnyDataStream, t: Transfer) -> None:
         await send_lines(lines, stream, t, s.cfg.data_idle_timeout)
 
     await _start(s, cmd, s.cwd, "o", "Here comes the directory listing.", body,
