@@ -45,6 +45,11 @@ class DataConnectionError(Exception):
         self.kind = kind
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class DataProtocol(asyncio.BufferedProtocol):
     """The data connection's own protocol (public asyncio API only, the same on every Python).
 
@@ -90,27 +95,27 @@ class DataProtocol(asyncio.BufferedProtocol):
         self.received += nbytes
         if self._fill is not None and self._pos >= len(self._fill):
             self._pause_reading()  # both buffers are full: the client waits until storage has caught up
-            self._wake(self._read_waiter)
+            _wake(self._read_waiter)
 
     def eof_received(self) -> None:
         self.eof = True
-        self._wake(self._read_waiter)
+        _wake(self._read_waiter)
         # None: the transport closes itself (a data connection is never half-open on purpose)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if exc is not None and self.error is None:
             self.error = exc
-        self._wake(self._read_waiter)
-        self._wake(self._write_waiter)
-        self._wake(self._closed)
+        _wake(self._read_waiter)
+        _wake(self._write_waiter)
+        _wake(self._closed)
 
     def pause_writing(self) -> None:
         self._write_paused = True
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._wake(self._write_waiter)
+        _wake(self._write_waiter)
 
     # --- what the transfer uses ---------------------------------------------------------------------------
     def upgraded(self, transport: asyncio.Transport) -> None:
@@ -185,10 +190,6 @@ class DataProtocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
             self._reading_paused = False
 
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 @dataclass
@@ -326,7 +327,7 @@ class SocketStream:
     async def _writable(self, idle: float) -> None:
         fd = self.sock.fileno()
         waiter: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_writer(fd, DataProtocol._wake, waiter)
+        self._loop.add_writer(fd, _wake, waiter)
         try:
             async with asyncio.timeout(idle):
                 await waiter
