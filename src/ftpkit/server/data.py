@@ -495,14 +495,16 @@ class PassiveListener:
         :class:`SocketStream` (a plain download)."""
         self._awaited = True
         try:
-            async with asyncio.timeout(timeout):
-                conn = await asyncio.shield(self._accepted)
+            if not self._accepted.done():  # most clients connect before they send the command: no wait, no timer
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._accepted)
         except TimeoutError:
             raise DataConnectionError(
                 f"no data connection to passive port {self.announced} within {timeout:g} s", "timeout"
             ) from None
         finally:
             self._stop_listening()
+        conn = self._accepted.result()  # the expiry's DataConnectionError when nobody connected in time
         self._handed_over = True
         return await _wrap(conn, receive_buffer, paused, accepted=True, bare=bare)
 

@@ -101,7 +101,11 @@ class Session:
         self.last_port_command: str | None = None  # for SITE LASTPORT (ftpkit doctor's NAT-helper check)
         self.transfer: Transfer | None = None
         self.transfers = 0
-        self._wakeup: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._wakeup: asyncio.Future[None] | None = None  # what the control loop awaits (see _first_done)
+        self._deadline: float | None = None  # when the control loop's wait ends without input (loop time)
+        self._timer: asyncio.TimerHandle | None = None  # one per session, re-armed only when it fires early
+        self._timed_out = False
         self._watched: Transfer | None = None  # the transfer whose task the session watches for a crash
         self._crashed: list[Transfer] = []  # transfers whose task ended with an unexpected exception
         self.data: DataChannel | None = None
@@ -303,6 +307,9 @@ class Session:
             log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
             await self._close_with_421("Internal error: closing control connection.")
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             await self.abort_transfer()
             self.set_data(None)
             self.stream.close()
@@ -319,38 +326,48 @@ class Session:
     async def _first_done(self, waits: list[asyncio.Future], timeout: float | None, reading: bool) -> bool:
         """Wait until one of ``waits`` is done, input arrives on the control connection (when ``reading``) or
         :meth:`wake` is called (``True``), or ``timeout`` passes (``False``). What asyncio.wait does for the control
-        loop, with one future and one timer, not five objects per command, and no read task."""
-        loop = asyncio.get_running_loop()
-        wakeup = self._wakeup = loop.create_future()
+        loop with one future per wait: no read task, and no timer either (the session's one timer is re-armed
+        only when it fires before the deadline, so a command costs a float, not a timer handle)."""
+        wakeup = self._wakeup = self._loop.create_future()
+        self._timed_out = False
         if reading:
             self.stream.wake_on_input(wakeup)
-
-        fired = False
-
-        def wake(_: object = None) -> None:
-            if not wakeup.done():
-                wakeup.set_result(None)
-
-        def expire() -> None:
-            nonlocal fired
-            if not wakeup.done():  # not when input or a transfer's end came in the same turn of the loop
-                fired = True
-                wakeup.set_result(None)
-
         for fut in waits:
-            fut.add_done_callback(wake)
-        timer = loop.call_later(timeout, expire) if timeout is not None else None
+            fut.add_done_callback(self._wake_by)
+        self._set_deadline(None if timeout is None else self._loop.time() + timeout)
         try:
             await wakeup
         finally:
+            self._deadline = None
             self._wakeup = None
             if reading:
                 self.stream.wake_on_input(None)
-            if timer is not None:
-                timer.cancel()
             for fut in waits:
-                fut.remove_done_callback(wake)
-        return not fired or any(fut.done() for fut in waits)
+                fut.remove_done_callback(self._wake_by)
+        return not self._timed_out or any(fut.done() for fut in waits)
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+        if deadline is None or (self._timer is not None and self._timer.when() <= deadline):
+            return  # the timer fires no later than the deadline and looks at it then
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no wait with a deadline now: the next one arms the timer again
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        if self._wakeup is not None and not self._wakeup.done():  # not when input came in the same turn
+            self._timed_out = True
+            self._wakeup.set_result(None)
+
+    def _wake_by(self, _: object) -> None:
+        self.wake()
 
     def wake(self) -> None:
         """Make the control loop look at the server's state now (used at shutdown)."""
