@@ -138,6 +138,18 @@ def test_in_place_mode_writes_the_name_directly(servers: ServerThread, tree: Pat
     assert not (tree / partial_name("file.bin")).exists()
 
 
+def test_in_place_appe_appends_binary_data(servers: ServerThread, tree: Path) -> None:
+    """APPE in place opens the file O_APPEND, which splice(2) refuses: the bytes still arrive, after the old ones."""
+    running = servers.start(tree, users=["alice:secret"], upload_mode="in-place")
+    (tree / "log.bin").write_bytes(OLD)
+    c = _login(running)
+    data = _open_stor(c, "log.bin", verb="APPE")
+    data.sendall(NEW)
+    data.close()
+    assert c.reply().code == 226
+    assert (tree / "log.bin").read_bytes() == OLD + NEW
+
+
 def test_server_killed_mid_upload_then_resumed_after_restart(tree: Path, tmp_path: Path) -> None:
     (tree / "file.bin").write_bytes(OLD)
     local = tmp_path / "new.bin"

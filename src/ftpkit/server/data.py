@@ -20,11 +20,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, Literal
 
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import DataMethod, DataMode, HostPort, plain_ip
 from ftpkit.server.data_hello import HelloRefused, screen_data_hello
+from ftpkit.server.splice import SpliceStream
 from ftpkit.server.xferlog import Direction
 from ftpkit.tls import ServerContext, describe_ssl_error
 
@@ -210,6 +211,10 @@ class DataStream:
     def received(self) -> int:
         return self.protocol.received
 
+    @property
+    def eof(self) -> bool:
+        return self.protocol.eof
+
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLObject:
         """TLS as the server of this data connection (RFC 4217: the FTP server is the TLS server whichever side
         connected), after the 150 reply, as clients expect."""
@@ -353,24 +358,34 @@ class SocketStream:
                 return
 
 
-AnyDataStream = DataStream | SocketStream
+AnyDataStream = DataStream | SocketStream | SpliceStream
+
+StreamKind = Literal["transport", "bare", "splice"]
+"""What a data connection becomes: a :class:`DataStream` (uploads to buffers, TLS), a :class:`SocketStream` (plain
+downloads) or a :class:`SpliceStream` (plain TYPE I uploads to a backend that takes a pipe)."""
 
 
 async def _wrap(sock: socket.socket, receive_buffer: int, paused: bool, accepted: bool,
-                bare: bool = False) -> AnyDataStream:
-    """The accepted or connected socket as a :class:`DataStream`, or (``bare``) a :class:`SocketStream`."""
+                kind: StreamKind = "transport") -> AnyDataStream:
+    """The accepted or connected socket as the stream ``kind`` says."""
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     peer = sock.getpeername()[:2]
     local = sock.getsockname()[:2]
-    if bare:
-        return SocketStream(sock, (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1]))
+    addresses = (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1])
+    if kind == "bare":
+        return SocketStream(sock, *addresses)
+    if kind == "splice":
+        try:
+            return SpliceStream(sock, *addresses)
+        except OSError as exc:  # no pipes (descriptors or pipe pages used up): the buffers do it
+            log.info("data connection from %s:%d: no pipes for splice(2) (%s); buffers instead", *peer[:2], exc)
     factory = lambda: DataProtocol(receive_buffer, paused)  # noqa: E731
     if accepted:
         _, protocol = await loop.connect_accepted_socket(factory, sock)
     else:
         _, protocol = await loop.create_connection(factory, sock=sock)
-    return DataStream(protocol, (plain_ip(peer[0]), peer[1]), (plain_ip(local[0]), local[1]))
+    return DataStream(protocol, *addresses)
 
 
 class DataTLSError(Exception):
@@ -490,9 +505,9 @@ class PassiveListener:
             return
 
     async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False,
-                   bare: bool = False) -> AnyDataStream:
-        """Wait for the client's connection; ``paused``: read nothing before TLS starts; ``bare``: a
-        :class:`SocketStream` (a plain download)."""
+                   kind: StreamKind = "transport") -> AnyDataStream:
+        """Wait for the client's connection; ``paused``: read nothing before TLS starts; ``kind``: see
+        :data:`StreamKind`."""
         self._awaited = True
         try:
             if not self._accepted.done():  # most clients connect before they send the command: no wait, no timer
@@ -506,7 +521,7 @@ class PassiveListener:
             self._stop_listening()
         conn = self._accepted.result()  # the expiry's DataConnectionError when nobody connected in time
         self._handed_over = True
-        return await _wrap(conn, receive_buffer, paused, accepted=True, bare=bare)
+        return await _wrap(conn, receive_buffer, paused, accepted=True, kind=kind)
 
     def _stop_listening(self) -> None:
         self._expiry.cancel()
@@ -536,9 +551,9 @@ class ActiveTarget:
         self.source = source  # (local ip, port) to connect from, e.g. port 20
 
     async def open(self, timeout: float, receive_buffer: int = SMALL_BUFFER, paused: bool = False,
-                   bare: bool = False) -> AnyDataStream:
-        """Connect to the announced address; ``paused``: read nothing before TLS starts; ``bare``: a
-        :class:`SocketStream` (a plain download)."""
+                   kind: StreamKind = "transport") -> AnyDataStream:
+        """Connect to the announced address; ``paused``: read nothing before TLS starts; ``kind``: see
+        :data:`StreamKind`."""
         family = socket.AF_INET6 if self.announced.family == 2 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -559,7 +574,7 @@ class ActiveTarget:
         except BaseException:
             sock.close()
             raise
-        return await _wrap(sock, receive_buffer, paused, accepted=False, bare=bare)
+        return await _wrap(sock, receive_buffer, paused, accepted=False, kind=kind)
 
     def close(self) -> None:
         pass

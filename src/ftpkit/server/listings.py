@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ftpkit.protocol.listing import Facts, format_facts, format_ls_line
+from ftpkit.server.splice import SpliceStream
 from ftpkit.server.storage import MAX_PATTERN, StorageError
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ async def mlsd_lines(s: Session, arg: str | None) -> AsyncIterator[str]:
 async def send_lines(lines: AsyncIterator[str], stream: AnyDataStream, t: Transfer, idle: float) -> None:
     """Write listing lines to the data connection in chunks of about :data:`LISTING_CHUNK` bytes, so a directory
     of any size is sent with flat memory."""
+    assert not isinstance(stream, SpliceStream)  # a listing's data connection never splices
     chunk: list[bytes] = []
     size = 0
     async for line in lines:

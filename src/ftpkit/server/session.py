@@ -34,6 +34,7 @@ from ftpkit.server.data import DataChannel, DataStream, PortPool, Transfer
 from ftpkit.server.defender import Defender
 from ftpkit.server.events import ServerEvents, default_events
 from ftpkit.server.proxied import Admission, stray_header
+from ftpkit.server.splice import SpliceStream
 from ftpkit.server.storage import LocalStorage, Storage, StorageError, join_virtual
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import TLSError
@@ -474,7 +475,7 @@ class Session:
         if transfer is None or transfer.task is None or transfer.task.done():
             return
         stream = transfer.stream
-        if transfer.direction == "i" and isinstance(stream, DataStream) and stream.protocol.eof:
+        if transfer.direction == "i" and isinstance(stream, (DataStream, SpliceStream)) and stream.eof:
             await asyncio.wait([transfer.task])  # all its bytes arrived: commit and 226 come by themselves
             return
         await self.abort_transfer()

@@ -212,6 +212,10 @@ class LocalStorage:
         self._home_str = str(self.home)
         self._executor = executor
 
+    @property
+    def executor(self) -> Executor | None:
+        return self._executor
+
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run a blocking call in a worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -488,6 +492,21 @@ class _LocalUploadHandle:
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         await self._run(self.upload.write, data)
+
+    async def write_from_pipe(self, pipe: int, count: int) -> None:
+        """A :class:`ftpkit.server.splice.PipeUpload`: the bytes go from the pipe to the file in a worker thread.
+        Cancelled, it still waits for the thread (at most one pipe's worth): the pipe stays the thread's until then."""
+        future = asyncio.get_running_loop().run_in_executor(self.storage.executor, self.upload.write_from_pipe,
+                                                            pipe, count)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # retrieved: the transfer is aborted anyway
+            raise
+        except OSError as exc:
+            raise _os_error(exc, self.vpath) from None
 
     async def commit(self) -> None:
         await self._run(self.upload.commit)

@@ -107,6 +107,7 @@ class LocalUpload:
         self.work = work  # the partial or temporary file renamed onto ``final`` (None: in place)
         self.resumable = resumable
         self.closed = False
+        self.appending = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)  # APPE in place: splice(2) refuses it
 
     @classmethod
     def open(cls, final: str, offset: int, append: bool, mode: UploadMode) -> LocalUpload:
@@ -155,6 +156,23 @@ class LocalUpload:
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
+
+    def write_from_pipe(self, pipe: int, count: int) -> None:
+        """Move ``count`` bytes waiting in ``pipe`` to the file (splice(2): no copy through user space)."""
+        left = count
+        if self.appending:  # a file opened O_APPEND takes no splice(2): through a buffer
+            while left > 0:
+                chunk = os.read(pipe, min(left, 1 << 20))
+                if not chunk:
+                    raise OSError(errno.EIO, f"the pipe held {count - left} bytes, not {count}")
+                self.write(chunk)
+                left -= len(chunk)
+            return
+        while left > 0:
+            n = os.splice(pipe, self.fd, left, flags=os.SPLICE_F_MOVE)
+            if n == 0:
+                raise OSError(errno.EIO, f"the pipe held {count - left} bytes, not {count}")
+            left -= n
 
     def _close(self) -> None:
         if not self.closed:

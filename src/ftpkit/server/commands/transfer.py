@@ -29,9 +29,11 @@ from ftpkit.server.data import (
     DataStream,
     DataTLSError,
     SocketStream,
+    StreamKind,
     Transfer,
 )
 from ftpkit.server.listings import list_lines, mlsd_lines, nlst_lines, send_lines, split_list_arg
+from ftpkit.server.splice import PipeUpload, SpliceStream
 from ftpkit.server.storage import Download, StorageError, Upload
 from ftpkit.server.xferlog import Direction, TransferRecord
 
@@ -61,8 +63,9 @@ class Ending:
 
 
 async def _start(s: Session, cmd: Command, path: str, direction: Direction, opening: str, body: Body,
-                 ending: Ending | None = None, done_text: str = "Transfer complete.") -> None:
-    """Take the announced data connection and run the transfer in a task of its own."""
+                 ending: Ending | None = None, done_text: str = "Transfer complete.", splice: bool = False) -> None:
+    """Take the announced data connection and run the transfer in a task of its own (``splice``: an upload that
+    can take its bytes from a pipe)."""
     channel = s.data
     s.data = None
     if channel is None or s.data_must_be_protected():
@@ -77,10 +80,19 @@ async def _start(s: Session, cmd: Command, path: str, direction: Direction, open
         return
     transfer = Transfer(cmd, path, direction, channel)
     s.transfer = transfer
-    transfer.task = asyncio.create_task(_run(s, transfer, opening, body, ending, done_text))
+    transfer.task = asyncio.create_task(_run(s, transfer, opening, body, ending, done_text, splice))
 
 
-async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending | None, done_text: str) -> None:
+def _stream_kind(s: Session, t: Transfer, splice: bool) -> StreamKind:
+    if s.prot_private:
+        return "transport"  # TLS
+    if t.direction == "o":
+        return "bare"  # a plain download: sendfile(2) or send(2) on the socket, no transport
+    return "splice" if splice and not s.ascii else "transport"
+
+
+async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending | None, done_text: str,
+               splice: bool = False) -> None:
     error = ""
     complete = False
     ended = False
@@ -90,7 +102,7 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
                 s.cfg.data_accept_timeout if t.channel.mode == "passive" else s.cfg.data_connect_timeout,
                 receive_buffer=UPLOAD_BUFFER if t.direction == "i" else SMALL_BUFFER,
                 paused=s.prot_private,
-                bare=t.direction == "o" and not s.prot_private,  # a plain download: no transport needed
+                kind=_stream_kind(s, t, splice),
             )
         except DataConnectionError as exc:
             error = str(exc)
@@ -167,6 +179,7 @@ def _type_name(s: Session) -> str:
 # --- downloads ---------------------------------------------------------------------------------------------
 
 async def _send_file(s: Session, download: Download, stream: AnyDataStream, t: Transfer) -> None:
+    assert not isinstance(stream, SpliceStream)  # a download's data connection never splices
     idle = s.cfg.data_idle_timeout
     fh = download.file
     if not s.ascii and fh is not None and isinstance(stream, SocketStream):  # zero-copy: file -> socket
@@ -218,10 +231,17 @@ async def retr(s: Session, cmd: Command) -> None:
 # --- uploads -----------------------------------------------------------------------------------------------
 
 async def _receive_file(s: Session, upload: Upload, stream: AnyDataStream, t: Transfer) -> None:
-    """Batches of the data connection's two reused buffers, each written by a worker thread while the kernel
-    fills the other one."""
-    assert isinstance(stream, DataStream)  # an upload's data connection is never bare
+    """Batches of the data connection's two pipes or two reused buffers, each written by a worker thread while
+    the kernel fills the other one."""
     idle = s.cfg.data_idle_timeout
+    if isinstance(stream, SpliceStream):  # socket -> pipe -> file, no copy through Python
+        assert isinstance(upload, PipeUpload)
+        while (pipe_batch := await stream.read_batch(idle)) is not None:
+            t.bytes = stream.received
+            await upload.write_from_pipe(*pipe_batch)
+        t.bytes = stream.received
+        return
+    assert isinstance(stream, DataStream)  # an upload's data connection is never a bare socket
     convert = FromNetwork() if s.ascii else None
     while True:
         batch = await stream.read_batch(idle)
@@ -243,6 +263,7 @@ async def _upload(s: Session, cmd: Command, path: str, upload: Upload, done_text
         lambda stream, t: _receive_file(s, upload, stream, t),
         ending=Ending(upload.commit, upload.abort),
         done_text=done_text,
+        splice=isinstance(upload, PipeUpload),
     )
 
 
