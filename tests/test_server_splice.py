@@ -103,3 +103,36 @@ def test_a_reset_hands_out_what_arrived_then_is_a_connection_error() -> None:
 
     got = asyncio.run(main())
     assert payload.startswith(got)  # what a reset discards in the kernel never arrives; the rest is in order
+
+
+def test_urgent_data_on_the_data_connection_neither_hangs_nor_corrupts() -> None:
+    """TCP urgent data (send MSG_OOB) in an upload: splice(2) stops at the urgent mark and says 0, as at the end;
+    the upload must then fail with a connection error (or have every byte), never end early as if complete."""
+    before, after = os.urandom(5000), os.urandom(5000)
+
+    def send_urgent(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(before)
+            sock.send(b"!", socket.MSG_OOB)
+            sock.sendall(after)
+
+    async def main() -> bytes | None:
+        listener = _listener()
+        sender = threading.Thread(target=send_urgent, args=(listener.getsockname()[1],))
+        stream, _ = await asyncio.gather(_accepted(listener), asyncio.to_thread(sender.run))
+        got = bytearray()
+        try:
+            for _ in range(1000):  # bounded
+                batch = await stream.read_batch(idle=5)
+                if batch is None:
+                    return bytes(got)
+                got += _drain(*batch)
+        except ConnectionError:
+            return None
+        finally:
+            stream.abort()
+            listener.close()
+        raise AssertionError("no end")
+
+    got = asyncio.run(asyncio.wait_for(main(), 30))
+    assert got is None or got in (before + after, before + b"!" + after), (len(got or b""),)

@@ -150,6 +150,22 @@ def test_in_place_appe_appends_binary_data(servers: ServerThread, tree: Path) ->
     assert (tree / "log.bin").read_bytes() == OLD + NEW
 
 
+def test_urgent_data_in_an_upload_fails_it_and_never_commits_a_short_file(servers: ServerThread, tree: Path) -> None:
+    """TCP urgent data on a plain upload's data connection stops splice(2) as an end would: the upload gets 426 and
+    the old file stays, rather than a truncated file and 226."""
+    running = servers.start(tree, users=["alice:secret"])
+    (tree / "file.bin").write_bytes(OLD)
+    c = _login(running)
+    data = _open_stor(c, "file.bin")
+    data.sendall(NEW[:100000])
+    data.send(b"!", socket.MSG_OOB)
+    data.sendall(NEW[100000:200000])
+    data.close()
+    reply = c.reply()
+    assert reply.code == 426 and "urgent" in reply.text, reply
+    assert (tree / "file.bin").read_bytes() == OLD
+
+
 def test_server_killed_mid_upload_then_resumed_after_restart(tree: Path, tmp_path: Path) -> None:
     (tree / "file.bin").write_bytes(OLD)
     local = tmp_path / "new.bin"

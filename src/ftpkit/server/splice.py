@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -22,6 +23,7 @@ PIPE_SIZE = 1 << 20
 """Bytes each of the two pipes holds (the kernel may give less: fs.pipe-max-size, a user's pipe pages)."""
 
 _SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_MAX_STALLS = 64
 
 
 @runtime_checkable
@@ -79,6 +81,7 @@ class SpliceStream:
         self._out: _Pipe | None = None  # the batch handed out last: free again at the next read_batch
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._stalls = 0  # readable events in a row that moved nothing
         self._reading = True
         self._loop.add_reader(self._fd, self._on_readable)
 
@@ -90,7 +93,15 @@ class SpliceStream:
         try:
             n = os.splice(self._fd, pipe.write, pipe.size - pipe.filled, flags=_SPLICE_FLAGS)
         except (BlockingIOError, InterruptedError):
-            self._full()  # the socket has bytes (it was readable): the pipe is what is full
+            if pipe.filled:
+                self._full()  # the socket has bytes (it was readable): the pipe is what is full
+                return
+            # readable, yet nothing moves into an empty pipe (urgent data in the stream, say): not forever
+            self._stalls += 1
+            if self._stalls >= _MAX_STALLS:
+                self.error = OSError(errno.EPROTO, "the data connection is readable but splice(2) moves nothing")
+                self._stop_reading()
+                self._wake()
             return
         except OSError as exc:
             self.error = exc
@@ -98,10 +109,23 @@ class SpliceStream:
             self._wake()
             return
         if n == 0:
-            self.eof = True
+            # splice(2) also says 0 at TCP urgent data (it cannot read past the urgent mark): only a peek tells
+            # the end of the stream from that, and a truncated file must never pass for a complete one
+            try:
+                at_end = self.sock.recv(1, socket.MSG_PEEK) == b""
+            except (BlockingIOError, InterruptedError):
+                at_end = False
+            except OSError as exc:
+                self.error = exc
+                at_end = False
+            if at_end:
+                self.eof = True
+            elif self.error is None:
+                self.error = OSError(errno.EPROTO, "urgent data (TCP out-of-band) on the data connection")
             self._stop_reading()
             self._wake()
             return
+        self._stalls = 0
         pipe.filled += n
         self.received += n
         if pipe.filled >= pipe.size:
