@@ -1125,7 +1125,8 @@ def write_results(args: argparse.Namespace, rows: list[Row], plan: Plan, ws_info
         f"{info['nproc']} cores ({info['cpu']}), {info['memory']}, Linux {info['kernel']}, Python {info['python']} "
         f"({info['python_tls']}), vsftpd {info['vsftpd']}, pyftpdlib {info['pyftpdlib']}, curl {info['curl']} "
         f"({info['curl_tls']}), lftp {info['lftp']}, argon2-cffi {info['argon2-cffi']}. Load average at start / end: "
-        f"{load[0]} / {load[1]} (the machine is shared: other people's test runs were going on).",
+        f"{load[0]} / {load[1]} (the one-minute average at the end counts the benchmark's own load; nothing else "
+        "ran unless said here).",
         "",
         f"Everything on 127.0.0.1; files on a tmpfs; a {size} file of random bytes. Each figure is the best of "
         f"{args.rounds} interleaved rounds (server order rotating, `sync` before each measurement); memory rows once, "
