@@ -490,14 +490,10 @@ class _LocalUploadHandle:
         except OSError as exc:
             raise _os_error(exc, self.vpath) from None
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await self._run(self.upload.write, data)
-
-    async def write_from_pipe(self, pipe: int, count: int) -> None:
-        """A :class:`ftpkit.server.splice.PipeUpload`: the bytes go from the pipe to the file in a worker thread.
-        Cancelled, it still waits for the thread (at most one pipe's worth): the pipe stays the thread's until then."""
-        future = asyncio.get_running_loop().run_in_executor(self.storage.executor, self.upload.write_from_pipe,
-                                                            pipe, count)
+    async def _run_to_end(self, func: Callable[..., None], *args: Any) -> None:
+        """Run a write in a worker thread. Cancelled (ABOR, a lost connection), it still waits for the thread (at
+        most one batch): the abort that follows closes the file, and the thread must be done with it by then."""
+        future = asyncio.get_running_loop().run_in_executor(self.storage.executor, func, *args)
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -507,6 +503,14 @@ class _LocalUploadHandle:
             raise
         except OSError as exc:
             raise _os_error(exc, self.vpath) from None
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await self._run_to_end(self.upload.write, data)
+
+    async def write_from_pipe(self, pipe: int, count: int) -> None:
+        """A :class:`ftpkit.server.splice.PipeUpload`: the bytes go from the pipe to the file in a worker thread
+        (the pipe stays the thread's until it is done, see :meth:`_run_to_end`)."""
+        await self._run_to_end(self.upload.write_from_pipe, pipe, count)
 
     async def commit(self) -> None:
         await self._run(self.upload.commit)
