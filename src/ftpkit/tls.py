@@ -253,18 +253,27 @@ class ControlStream:
                 return data
             return await self.reader.read(n)
         while True:
-            try:
-                data = self.tls.read(n)
-                self._flush()  # TLS 1.3 may answer (key update)
-                return data
-            except ssl.SSLWantReadError:
-                self._flush()
-                if not await self._fill(None):
-                    return b""  # the peer went away without close_notify
-            except ssl.SSLZeroReturnError:
-                return b""  # close_notify: the peer ended the connection cleanly
-            except ssl.SSLError as exc:
-                raise TLSError(describe_ssl_error(exc)) from exc
+            clear = self._decrypted(n)
+            if clear is not None:
+                return clear
+            if not await self._fill(None):
+                return b""  # the peer went away without close_notify
+
+    def _decrypted(self, n: int) -> bytes | None:
+        """Clear text the TLS engine has (``b""`` after the peer's close_notify), or ``None`` when it needs more
+        ciphertext first."""
+        assert self.tls is not None
+        try:
+            data = self.tls.read(n)
+            self._flush()  # TLS 1.3 may answer (key update)
+            return data
+        except ssl.SSLWantReadError:
+            self._flush()
+            return None
+        except ssl.SSLZeroReturnError:
+            return b""  # close_notify: the peer ended the connection cleanly
+        except ssl.SSLError as exc:
+            raise TLSError(describe_ssl_error(exc)) from exc
 
     def write(self, data: bytes) -> None:
         if self.tls is None:

@@ -10,11 +10,10 @@ pipelining flood during a transfer) stops in the kernel's buffers: reading pause
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ftpkit.tls import READ_SIZE, ControlStream, TLSError, describe_ssl_error
+from ftpkit.tls import READ_SIZE, ControlStream
 
 READ_LIMIT = 65536
 """Bytes received and not yet taken beyond which the connection is not read (the kernel holds the rest)."""
@@ -171,23 +170,16 @@ class ServerControlStream(ControlStream):
             return self.conn.take()
         assert self._in is not None
         while True:
-            try:
-                data = self.tls.read(READ_SIZE)
-                self._flush()  # TLS 1.3 may answer (key update)
-                return data
-            except ssl.SSLWantReadError:
-                self._flush()
-                chunk = self.conn.take()
-                if chunk is None:
-                    return None  # a TLS record is not complete yet
-                if not chunk:
-                    self._in.write_eof()
-                    return b""  # the peer went away without close_notify
-                self._in.write(chunk)
-            except ssl.SSLZeroReturnError:
-                return b""  # close_notify: the peer ended the connection cleanly
-            except ssl.SSLError as exc:
-                raise TLSError(describe_ssl_error(exc)) from exc
+            clear = self._decrypted(READ_SIZE)
+            if clear is not None:
+                return clear
+            chunk = self.conn.take()
+            if chunk is None:
+                return None  # a TLS record is not complete yet
+            if not chunk:
+                self._in.write_eof()
+                return b""  # the peer went away without close_notify
+            self._in.write(chunk)
 
     def wake_on_input(self, waiter: asyncio.Future[None] | None) -> None:
         self.conn.wake_on_input(waiter)
