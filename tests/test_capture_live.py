@@ -306,3 +306,38 @@ def test_an_unanswered_syn_is_reported_after_the_syn_timeout_before_the_server_g
     assert decided["time"] == syn + 2 and decided["time"] < final - 5
     assert decided["data"]["retransmissions"] >= 1 and transfer["fate"] == "syn-unanswered"
     assert transfer["data"]["retransmissions"] > decided["data"]["retransmissions"]  # more came after the notice
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["clean", "passive-blocked"])
+def test_duration_stops_by_itself_with_the_exit_code_of_a_file_analysis(served: Path, tmp_path: Path,
+                                                                        blocked: bool) -> None:
+    """``--duration``: the capture ends on its own (no signal), says so in the summary, and exits as ``analyze
+    FILE`` does: 0 when nothing was found, 1 when a data connection failed (passive SYNs dropped by the server's
+    firewall)."""
+    with netns() as ns:
+        if blocked:
+            run(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "50000:50009", "--tcp-flags", "SYN,ACK,RST",
+                 "SYN", "-j", "DROP"], ns, check=True)
+        with ftpkit_server(served, 2121, "50000-50009", ns=ns):
+            live = Live(ns, ["-i", "lo", "--port", "2121", "--syn-timeout", "2", "--duration", "12", "--json"],
+                        tmp_path / "out")
+            try:
+                got = run([*FTPKIT, "get", "--passive", "--timeout", "4", "-o", str(tmp_path / "x"),
+                           "ftp://127.0.0.1:2121/file.bin"], ns, env=ENV)
+                assert got.returncode == (1 if blocked else 0), got.stderr
+                _, err = live.proc.communicate(timeout=60)  # no signal: --duration ends it
+            finally:
+                stop(live.proc)
+                live.stdout.close()
+    said = (live.said + err).decode(errors="replace")
+    events = live.events()
+    assert events[-1]["event"] == "summary" and events[-1]["stopped"] == "duration", events[-1:]
+    (session,) = [e for e in events if e["event"] == "session"]
+    codes = {f["code"] for f in session["session"]["findings"]}
+    if blocked:
+        assert live.proc.returncode == 1, said
+        assert codes, session
+    else:
+        assert live.proc.returncode == 0, said
+        assert not codes, session
+        assert (tmp_path / "x").read_bytes() == (served / "file.bin").read_bytes()
