@@ -226,3 +226,30 @@ def test_serve_says_it_takes_proxy_headers(tree):
         assert line.rstrip().endswith("; PROXY protocol required from 127.0.0.1/32, 10.0.0.0/8")
     finally:
         assert stop(proc) == 0
+
+
+def test_data_connections_never_read_a_proxy_header(servers, tree):
+    """PROXY is on the control listener only: on a passive data connection a header is file data like any other
+    bytes (uploaded whole and byte-exact), and a download's data connection is not held waiting for one."""
+    server = proxy_server(servers, tree)
+    conn = Proxied(server.port, format_v1(("127.0.0.1", 40001), ("127.0.0.1", server.port)))
+    assert conn.greeting.code == 220
+    conn.login()
+    assert conn.cmd("TYPE I").code == 200
+    header = format_v1(("127.0.0.1", 40002), ("127.0.0.1", server.port))
+    v2 = format_v2(("127.0.0.1", 40003), ("127.0.0.1", server.port))
+    body = header + v2 + b"the file itself\r\n"
+    host, port = conn.pasv()
+    with socket.create_connection((host, port), timeout=10) as data:
+        assert conn.cmd("STOR headers.bin").code == 150
+        data.sendall(body)
+    assert conn.reply().code == 226
+    assert (tree / "headers.bin").read_bytes() == body
+    host, port = conn.pasv()
+    with socket.create_connection((host, port), timeout=10) as data:
+        assert conn.cmd("RETR hello.txt").code == 150
+        got = b""
+        while chunk := data.recv(65536):  # bounded: the file is 12 bytes, then the server closes
+            got += chunk
+    assert got == (tree / "hello.txt").read_bytes()
+    assert conn.reply().code == 226
