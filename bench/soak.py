@@ -186,6 +186,10 @@ def rss_mib() -> float:
     return 0.0
 
 
+def _mean(values: list[int]) -> float:
+    return sum(values) / max(1, len(values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -225,15 +229,16 @@ def main() -> None:
         seconds = args.minutes * 60
         child = subprocess.Popen([sys.executable, __file__, "--load", str(server.port), str(args.clients),
                                   str(seconds)], stdout=subprocess.PIPE, text=True)
-        samples: list[tuple[float, float, int, int, int, int]] = []
+        samples: list[tuple[float, float, int, int, int, int, int]] = []
         start = time.monotonic()
         while child.poll() is None and time.monotonic() - start < seconds + 120:
             t = time.monotonic() - start
             n_tasks = asyncio.run_coroutine_threadsafe(tasks(), loop).result(10)
             samples.append((t, rss_mib(), len(os.listdir("/proc/self/fd")), threading.active_count(), n_tasks,
-                            len(server.shared.sessions)))
+                            len(server.shared.sessions), sys.getallocatedblocks()))
             print(f"soak: {t:6.0f} s  RSS {samples[-1][1]:6.1f} MiB  fds {samples[-1][2]:4d}  threads "
-                  f"{samples[-1][3]:3d}  tasks {samples[-1][4]:4d}  sessions {samples[-1][5]:3d}", flush=True)
+                  f"{samples[-1][3]:3d}  tasks {samples[-1][4]:4d}  sessions {samples[-1][5]:3d}  Python blocks "
+                  f"{samples[-1][6]:,}", flush=True)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(args.every)
         out = child.communicate(timeout=120)[0]
@@ -244,6 +249,8 @@ def main() -> None:
     if args.no_write or len(samples) < 4:
         return
     warm = [s for s in samples if s[0] >= seconds * 0.2] or samples
+    live = [s[6] for s in warm if s[5]]  # the last sample is taken after the load ended
+    half = (live[:len(live) // 2] or live, live[len(live) // 2:] or live)
     lines = [
         "## Soak: mixed sessions for a long time",
         "",
@@ -254,18 +261,23 @@ def main() -> None:
         "connection, a reader that stalls then ABOR, garbage and over-long lines, failed logins. The server runs "
         "in the benchmark's process (its asyncio tasks counted), the load in a child process.",
         "",
-        "| after | RSS MiB | fds | threads | tasks | sessions |",
-        "|---|---|---|---|---|---|",
+        "| after | RSS MiB | fds | threads | tasks | sessions | Python blocks |",
+        "|---|---|---|---|---|---|---|",
     ]
     step = max(1, len(samples) // 12)
     for s in samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else []):
-        lines.append(f"| {s[0]:.0f} s | {s[1]:.1f} | {s[2]} | {s[3]} | {s[4]} | {s[5]} |")
+        lines.append(f"| {s[0]:.0f} s | {s[1]:.1f} | {s[2]} | {s[3]} | {s[4]} | {s[5]} | {s[6]:,} |")
     lines += [
         "",
         f"- After warm-up (the first 20 %): RSS {min(s[1] for s in warm):.1f}-{max(s[1] for s in warm):.1f} MiB, "
         f"fds {min(s[2] for s in warm)}-{max(s[2] for s in warm)}, tasks {min(s[4] for s in warm)}-"
         f"{max(s[4] for s in warm)}, threads {min(s[3] for s in warm)}-{max(s[3] for s in warm)} (fds and tasks "
         "follow the sessions open at the moment of the sample).",
+        f"- From the end of warm-up to the last sample: RSS {warm[0][1]:.1f} -> {warm[-1][1]:.1f} MiB "
+        f"({warm[-1][1] - warm[0][1]:+.1f} MiB), threads {warm[0][3]} -> {warm[-1][3]}; Python's allocated blocks "
+        f"(`sys.getallocatedblocks()`: objects alive, not what the allocator keeps) {min(s[6] for s in warm):,}-"
+        f"{max(s[6] for s in warm):,}, mean {_mean(half[0]):,.0f} in the first half of those samples and "
+        f"{_mean(half[1]):,.0f} in the second.",
         "- Load: " + " ".join(line for line in out.splitlines() if line.startswith(("SESSIONS", "ERRORS"))),
     ]
     write_section("soak", lines)
