@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import ServerThread
+from ftpkit.server.config import ConfigError, validate
 from ftpkit.server.defender import Defender, DefenderSettings, read_bans, source_of
 from rawftp import Raw
 
@@ -127,3 +130,59 @@ def test_loopback_is_allowed_by_default(servers: ServerThread, tree: Path) -> No
         assert c.cmd("USER alice").code == 331
         assert c.cmd("PASS wrong").code == 530
     assert Raw(running.host, running.port).greeting.code == 220
+
+
+def test_a_configured_score_changes_when_the_server_bans(servers: ServerThread, tree: Path, tmp_path: Path) -> None:
+    """defender_score_login_failed 15 with threshold 15: the first wrong password bans (3 by default: not yet);
+    a score of 0 never counts, however many wrong passwords."""
+    common = {"users": ["alice:secret"], "defender_allow": [], "defender_threshold": 15, "max_login_failures": 10}
+    default = servers.start(tree, defender_file=str(tmp_path / "default.json"), **common)
+    c = Raw(default.host, default.port)
+    assert c.cmd("USER alice").code == 331
+    assert c.cmd("PASS guess").code == 530  # 3 of 15
+    c.close()
+    c = Raw(default.host, default.port)
+    assert c.greeting.code == 220
+    c.close()
+
+    strict = servers.start(tree, defender_file=str(tmp_path / "strict.json"), defender_score_login_failed=15,
+                           **common)
+    c = Raw(strict.host, strict.port)
+    assert c.cmd("USER alice").code == 331
+    reply = c.cmd("PASS guess")
+    assert reply.code == 421 and "banned" in reply.text, reply
+    c.close()
+    c = Raw(strict.host, strict.port)
+    assert c.greeting.code == 421 and "banned" in c.greeting.text
+    c.close()
+
+    lenient = servers.start(tree, defender_file=str(tmp_path / "lenient.json"), defender_score_login_failed=0,
+                            **{**common, "defender_threshold": 1})
+    c = Raw(lenient.host, lenient.port)
+    for _ in range(5):
+        assert c.cmd("USER alice").code == 331
+        assert c.cmd("PASS guess").code == 530
+    c.close()
+    c = Raw(lenient.host, lenient.port)
+    assert c.greeting.code == 220
+    c.close()
+    assert read_bans(tmp_path / "lenient.json") == {}
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("defender_score_login_failed", 1001, "1001 is not within 0-1000"),
+    ("defender_score_tls_failed", -1, "-1 is not within 0-1000"),
+    ("defender_score_protocol_error", "lots", "'lots' is not a whole number from 0 to 1000"),
+])
+def test_a_bad_score_is_one_line_naming_the_field(tmp_path: Path, name: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        validate({"root": str(tmp_path), name: value})
+    assert str(raised.value) == f"{name}: {message}"
+
+
+def test_a_bad_score_in_the_config_file_stops_serve(tmp_path: Path) -> None:
+    cfg = tmp_path / "ftpkit.toml"
+    cfg.write_text(f'root = "{tmp_path}"\ndefender_score_limit_exceeded = 5000\n')
+    done = subprocess.run([*FTPKIT, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stderr == (
+        "ftpkit serve: defender_score_limit_exceeded: 5000 is not within 0-1000\n"), done.stderr

@@ -72,6 +72,8 @@ def defender_settings(cfg: ServerConfig) -> DefenderSettings:
     return DefenderSettings(
         enabled=cfg.defender, threshold=cfg.defender_threshold, observation_time=cfg.defender_observation_time,
         ban_time=cfg.defender_ban_time, ban_increment=cfg.defender_ban_increment, allow=cfg.defender_allow,
+        scores={"login_failed": cfg.defender_score_login_failed, "protocol_error": cfg.defender_score_protocol_error,
+                "limit_exceeded": cfg.defender_score_limit_exceeded, "tls_failed": cfg.defender_score_tls_failed},
         state_file=cfg.defender_file or default_defender_file(),
     )
 

@@ -92,6 +92,10 @@ class ServerConfig:
     defender_observation_time: float = 600.0
     defender_ban_time: float = 1800.0
     defender_ban_increment: float = 100.0
+    defender_score_login_failed: int = 3
+    defender_score_protocol_error: int = 1
+    defender_score_limit_exceeded: int = 3
+    defender_score_tls_failed: int = 2
     defender_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     defender_file: Path | None = None
@@ -468,11 +472,19 @@ SETTINGS: dict[str, Setting] = {
                                                        "a resume"),
     "defender": Setting(_bool, "ban sources whose failed logins, protocol errors and limit hits reach "
                                 "defender_threshold within defender_observation_time"),
-    "defender_threshold": Setting(_whole(1, 100000), "score that bans a source (failed login 3, limit hit 3, TLS "
-                                                     "failure 2, protocol error 1)"),
+    "defender_threshold": Setting(_whole(1, 100000), "score that bans a source: the sum of its events' "
+                                                     "defender_score_* within defender_observation_time"),
     "defender_observation_time": Setting(_secs(1.0, 86400.0), "seconds over which a source's scores add up"),
     "defender_ban_time": Setting(_secs(1.0, 365 * 86400.0), "seconds of a first ban"),
     "defender_ban_increment": Setting(_percent, "percent longer each further ban of the same source"),
+    "defender_score_login_failed": Setting(_whole(0, 1000), "defender score of a failed login (0: not counted)"),
+    "defender_score_protocol_error": Setting(_whole(0, 1000), "defender score of a malformed command line: not a "
+                                                              "verb, or too long (0: not counted)"),
+    "defender_score_limit_exceeded": Setting(_whole(0, 1000), "defender score of a connection refused by "
+                                                              "max_sessions_per_ip, max_prelogin_per_ip or "
+                                                              "max_sessions (0: not counted)"),
+    "defender_score_tls_failed": Setting(_whole(0, 1000), "defender score of a failed TLS handshake on the control "
+                                                          "connection (0: not counted)"),
     "defender_allow": Setting(_networks, "networks never banned (repeatable; default loopback)"),
     "defender_file": Setting(_any_file, "where bans are kept across restarts (`ftpkit ban list|lift` reads it); "
                                         "default /var/lib/ftpkit/bans.json as root, else ~/.local/state/ftpkit"),
