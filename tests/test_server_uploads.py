@@ -86,6 +86,38 @@ def test_reset_mid_upload_keeps_the_old_version_and_curl_resumes(server: Running
     assert not (server.root / partial_name("file.bin")).exists()
 
 
+def test_size_during_a_running_upload_says_what_arrived(server: RunningServer) -> None:
+    """While an upload runs, SIZE of its name from another session of a user who may upload counts the bytes the
+    server has written to the partial (what a resume would continue after); a read-only user sees the file itself,
+    still the previous version. Once the upload is complete SIZE is the new file's."""
+    target = server.root / "file.bin"
+    target.write_bytes(OLD)
+    cut = 3 << 20
+    uploader, other = _login(server), _login(server)
+    reader = Raw(server.host, server.port)
+    reader.login("anonymous", "reader@example.org")
+    data = _open_stor(uploader, "file.bin")
+    data.sendall(NEW[:cut])
+    _arrived(uploader, cut)
+    seen = []
+    for _ in range(2000):  # the server writes what has arrived from its pipe: poll until it is all on disk
+        seen.append(_size(other, "file.bin"))
+        assert seen[-1] <= cut, seen
+        if seen[-1] == cut:
+            break
+    assert seen[-1] == cut, seen[-10:]
+    assert seen == sorted(seen)  # it only grows
+    assert (server.root / partial_name("file.bin")).stat().st_size == cut  # the partial holds exactly that
+    assert _size(reader, "file.bin") == len(OLD) and target.read_bytes() == OLD
+    data.sendall(NEW[cut:])
+    data.close()
+    assert uploader.reply().code == 226
+    assert _size(other, "file.bin") == _size(reader, "file.bin") == len(NEW)
+    assert not (server.root / partial_name("file.bin")).exists()
+    for c in (uploader, other, reader):
+        c.close()
+
+
 def test_listings_never_show_partials(server: RunningServer) -> None:
     c = _login(server)
     _upload_then_reset(c, "hidden.bin", NEW, 1 << 20)
