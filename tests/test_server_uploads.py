@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -262,6 +264,38 @@ def test_sweep_removes_only_stale_partials_nobody_writes(tmp_path: Path) -> None
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert sweep_partials(str(tmp_path), 3600) == 1
     assert not stale.exists() and fresh.exists() and held.exists() and (tmp_path / "a").exists()
+
+
+def _until(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Poll the file system until ``condition`` holds; bounded in count and time."""
+    deadline = time.monotonic() + limit
+    for _ in range(int(limit / 0.02) + 1):
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)  # polling real state, bounded by the deadline
+    raise AssertionError(f"not within {limit:g} s: {what}")
+
+
+def test_the_running_server_sweeps_stale_partials(servers: ServerThread, tree: Path) -> None:
+    """The server's own sweeper removes partials older than partial_ttl at start and then every
+    partial_sweep_interval; a recent one, which a client may still resume, stays."""
+    early = tree / partial_name("early.bin")  # left by an upload interrupted before this server started
+    early.write_bytes(NEW[:1000])
+    os.utime(early, (time.time() - 3600, time.time() - 3600))
+    running = servers.start(tree, users=["alice:secret"], partial_ttl=60, partial_sweep_interval=1)
+    _until(lambda: not early.exists(), "the sweep at start removes the stale partial")
+    c = _login(running)
+    _upload_then_reset(c, "fresh.bin", NEW, 1 << 20)
+    _upload_then_reset(c, "stale.bin", NEW, 1 << 20)
+    fresh, stale = tree / partial_name("fresh.bin"), tree / partial_name("stale.bin")
+    assert fresh.stat().st_size > 0 and stale.stat().st_size > 0
+    os.utime(stale, (time.time() - 61, time.time() - 61))  # written last more than partial_ttl ago
+    _until(lambda: not stale.exists(), "a later sweep removes the partial that became stale")
+    assert fresh.exists() and _size(c, "fresh.bin") == fresh.stat().st_size  # still there to resume
+    assert c.cmd("SIZE stale.bin").code == 550  # nothing left to resume (and no file of that name)
+    c.close()
 
 
 @pytest.mark.parametrize("long", [False, True])
