@@ -186,3 +186,53 @@ def test_a_bad_score_in_the_config_file_stops_serve(tmp_path: Path) -> None:
     done = subprocess.run([*FTPKIT, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and done.stderr == (
         "ftpkit serve: defender_score_limit_exceeded: 5000 is not within 0-1000\n"), done.stderr
+
+
+def _banned(host: str, port: int) -> bool:
+    """A new connection is refused as banned (421 naming the ban) rather than greeted."""
+    c = Raw(host, port)
+    try:
+        return c.greeting.code == 421 and "banned" in c.greeting.text
+    finally:
+        c.close()
+
+
+def test_protocol_errors_ban_the_source(servers: ServerThread, tree: Path, tmp_path: Path) -> None:
+    """Malformed command lines (not a verb, too long) score 1 each: five of them reach threshold 5. Unknown verbs
+    are answered 502 and are not protocol errors."""
+    bans = tmp_path / "bans.json"
+    running = servers.start(tree, users=["alice:secret"], defender_allow=[], defender_threshold=5,
+                            defender_file=str(bans), max_line=64)
+    c = Raw(running.host, running.port)
+    for i in range(10):
+        assert c.cmd(f"NOSUCH{i}").code == 502
+    assert not _banned(running.host, running.port)
+    for line in (b"!!!\r\n", b"123 go\r\n", b"\xe6\x97\xa5\xe6\x9c\xac\r\n", b"TOOLONGVERB x\r\n"):
+        assert c.cmd(line).code == 500
+    assert not _banned(running.host, running.port)  # 4 of 5
+    assert c.cmd(b"NOOP " + b"x" * 100 + b"\r\n").code == 500  # a line longer than max_line: the fifth
+    assert _banned(running.host, running.port)
+    assert "127.0.0.1" in read_bans(bans) and "protocol_error" in read_bans(bans)["127.0.0.1"].reason
+    c.close()
+
+
+@pytest.mark.parametrize(("limit", "refusal"), [("max_sessions_per_ip", "Too many sessions from your address"),
+                                               ("max_prelogin_per_ip", "Too many connections not logged in")])
+def test_limit_hits_ban_the_source(servers: ServerThread, tree: Path, tmp_path: Path, limit: str,
+                                   refusal: str) -> None:
+    """A client that keeps opening connections beyond a per-address limit: each refusal scores 3, the second
+    reaches threshold 6 and the source's next connection is refused as banned, not as over the limit."""
+    bans = tmp_path / "bans.json"
+    limits = {"max_sessions_per_ip": 10, "max_prelogin_per_ip": 10, limit: 1}
+    running = servers.start(tree, users=["alice:secret"], defender_allow=[], defender_threshold=6,
+                            defender_file=str(bans), **limits)
+    holder = Raw(running.host, running.port)  # holds the one place (not logged in: both limits count it)
+    assert holder.greeting.code == 220
+    for _ in range(2):
+        c = Raw(running.host, running.port)
+        assert c.greeting.code == 421 and refusal in c.greeting.text, c.greeting
+        c.close()
+    assert _banned(running.host, running.port)
+    assert "limit_exceeded" in read_bans(bans)["127.0.0.1"].reason
+    holder.close()
+    assert _banned(running.host, running.port)  # with the place free again: still banned

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ftplib
+import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from conftest import RunningServer, ServerThread, require_peer
 from ftpkit.server.accounts import load_users_file
 from ftpkit.server.config import ConfigError
 from ftpkit.server.passwords import FairGate, HashSettings, PasswordVerifier, check_hash, hash_password, verify_hash
+from rawftp import Raw, read_all
 
 
 def _openssl(flag: str, password: str) -> str:
@@ -179,3 +182,37 @@ def test_wrong_passwords_from_one_source_do_not_starve_another() -> None:
             verifier.close()
 
     assert asyncio.run(main()) <= 2
+
+
+def test_the_failed_login_delay_holds_no_thread(servers: ServerThread, tree: Path) -> None:
+    """One I/O worker, one hashing thread, a 30 s delay before a wrong password is answered: while session A waits
+    for that answer, session B logs in (a hash: the hashing thread) and downloads a file (the I/O worker) to its
+    226. Had the delay held either thread, B would wait for it (and time out)."""
+    running = servers.start(tree, users=["alice:secret"], io_threads=1, hash_concurrency=1, password_cache_ttl=0,
+                            login_fail_delay=30)
+    registry = running.server.metrics.registry
+    failed = {"result": "failed", "reason": "credentials"}
+    a = Raw(running.host, running.port)
+    assert a.cmd("USER alice").code == 331
+    a.send("PASS wrong")
+    deadline = time.monotonic() + 10
+    for _ in range(1000):  # until the server has checked the password and started the delay
+        if registry.get_sample_value("ftpkit_logins_total", failed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)  # polling the server's counter, bounded
+    assert registry.get_sample_value("ftpkit_logins_total", failed) == 1
+    b = Raw(running.host, running.port)
+    b.login()
+    assert b.cmd("TYPE I").code == 200
+    host, port = b.pasv()
+    data = socket.create_connection((host, port), timeout=10)
+    b.send("RETR hello.txt")
+    assert b.reply().code == 150
+    assert read_all(data) == (tree / "hello.txt").read_bytes()
+    assert b.reply().code == 226
+    b.close()
+    a.sock.setblocking(False)  # a look, not a wait: A's answer has not come yet, it is still in its delay
+    with pytest.raises(BlockingIOError):
+        a.sock.recv(1, socket.MSG_PEEK)
+    assert not a.pending
+    a.close()

@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,38 @@ def test_reset_mid_upload_keeps_the_old_version_and_curl_resumes(server: Running
     assert done.returncode == 0, done.stderr
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(NEW).digest()
     assert not (server.root / partial_name("file.bin")).exists()
+
+
+def test_size_during_a_running_upload_says_what_arrived(server: RunningServer) -> None:
+    """While an upload runs, SIZE of its name from another session of a user who may upload counts the bytes the
+    server has written to the partial (what a resume would continue after); a read-only user sees the file itself,
+    still the previous version. Once the upload is complete SIZE is the new file's."""
+    target = server.root / "file.bin"
+    target.write_bytes(OLD)
+    cut = 3 << 20
+    uploader, other = _login(server), _login(server)
+    reader = Raw(server.host, server.port)
+    reader.login("anonymous", "reader@example.org")
+    data = _open_stor(uploader, "file.bin")
+    data.sendall(NEW[:cut])
+    _arrived(uploader, cut)
+    seen = []
+    for _ in range(2000):  # the server writes what has arrived from its pipe: poll until it is all on disk
+        seen.append(_size(other, "file.bin"))
+        assert seen[-1] <= cut, seen
+        if seen[-1] == cut:
+            break
+    assert seen[-1] == cut, seen[-10:]
+    assert seen == sorted(seen)  # it only grows
+    assert (server.root / partial_name("file.bin")).stat().st_size == cut  # the partial holds exactly that
+    assert _size(reader, "file.bin") == len(OLD) and target.read_bytes() == OLD
+    data.sendall(NEW[cut:])
+    data.close()
+    assert uploader.reply().code == 226
+    assert _size(other, "file.bin") == _size(reader, "file.bin") == len(NEW)
+    assert not (server.root / partial_name("file.bin")).exists()
+    for c in (uploader, other, reader):
+        c.close()
 
 
 def test_listings_never_show_partials(server: RunningServer) -> None:
@@ -230,6 +264,38 @@ def test_sweep_removes_only_stale_partials_nobody_writes(tmp_path: Path) -> None
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert sweep_partials(str(tmp_path), 3600) == 1
     assert not stale.exists() and fresh.exists() and held.exists() and (tmp_path / "a").exists()
+
+
+def _until(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Poll the file system until ``condition`` holds; bounded in count and time."""
+    deadline = time.monotonic() + limit
+    for _ in range(int(limit / 0.02) + 1):
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)  # polling real state, bounded by the deadline
+    raise AssertionError(f"not within {limit:g} s: {what}")
+
+
+def test_the_running_server_sweeps_stale_partials(servers: ServerThread, tree: Path) -> None:
+    """The server's own sweeper removes partials older than partial_ttl at start and then every
+    partial_sweep_interval; a recent one, which a client may still resume, stays."""
+    early = tree / partial_name("early.bin")  # left by an upload interrupted before this server started
+    early.write_bytes(NEW[:1000])
+    os.utime(early, (time.time() - 3600, time.time() - 3600))
+    running = servers.start(tree, users=["alice:secret"], partial_ttl=60, partial_sweep_interval=1)
+    _until(lambda: not early.exists(), "the sweep at start removes the stale partial")
+    c = _login(running)
+    _upload_then_reset(c, "fresh.bin", NEW, 1 << 20)
+    _upload_then_reset(c, "stale.bin", NEW, 1 << 20)
+    fresh, stale = tree / partial_name("fresh.bin"), tree / partial_name("stale.bin")
+    assert fresh.stat().st_size > 0 and stale.stat().st_size > 0
+    os.utime(stale, (time.time() - 61, time.time() - 61))  # written last more than partial_ttl ago
+    _until(lambda: not stale.exists(), "a later sweep removes the partial that became stale")
+    assert fresh.exists() and _size(c, "fresh.bin") == fresh.stat().st_size  # still there to resume
+    assert c.cmd("SIZE stale.bin").code == 550  # nothing left to resume (and no file of that name)
+    c.close()
 
 
 @pytest.mark.parametrize("long", [False, True])

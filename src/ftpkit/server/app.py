@@ -178,9 +178,10 @@ class FTPServer:
                 raise OSError(exc.errno, reason, f"{host}:{port} (metrics_address)") from None
 
     async def _sweep_partials(self) -> None:
-        """Remove interrupted uploads' partials older than ``partial_ttl``: at start, then every hour (or ttl)."""
+        """Remove interrupted uploads' partials older than ``partial_ttl``: at start, then every
+        ``partial_sweep_interval`` (or ``partial_ttl`` when that is shorter)."""
         homes = sorted({str(self.cfg.root), *self.shared.accounts.homes()})
-        period = min(3600.0, self.cfg.partial_ttl)
+        period = min(self.cfg.partial_sweep_interval, self.cfg.partial_ttl)
         loop = asyncio.get_running_loop()
         while True:
             for home in homes:

@@ -87,6 +87,7 @@ class ServerConfig:
     hash_parallelism: int = 1
     upload_mode: UploadMode = "atomic"
     partial_ttl: float = 86400.0
+    partial_sweep_interval: float = 3600.0
     defender: bool = True
     defender_threshold: int = 15
     defender_observation_time: float = 600.0
@@ -470,6 +471,9 @@ SETTINGS: dict[str, Setting] = {
                                                   "directly"),
     "partial_ttl": Setting(_secs(60.0, 365 * 86400.0), "seconds an interrupted upload's partial file is kept for "
                                                        "a resume"),
+    "partial_sweep_interval": Setting(_secs(1.0, 86400.0), "seconds between the removals of partials (S3: "
+                                                           "multipart uploads) older than partial_ttl, the first at "
+                                                           "start; partial_ttl when that is shorter"),
     "defender": Setting(_bool, "ban sources whose failed logins, protocol errors and limit hits reach "
                                 "defender_threshold within defender_observation_time"),
     "defender_threshold": Setting(_whole(1, 100000), "score that bans a source: the sum of its events' "
