@@ -186,7 +186,7 @@ def test_service_lost_mid_upload_leaves_the_old_version(servers, own_weed, tmp_p
     with Bucket(own_weed) as bucket:
         assert bucket.get("keep.bin") == b"the old version"  # nothing half-written became visible
         # the abort could not reach the service while it was down: its multipart upload is left, unseen by
-        # readers, until the server's sweeper (at start-up and every hour) aborts it
+        # readers, until the server's sweeper (at start-up, then every partial_sweep_interval) aborts it
         left = bucket.uploads()
         assert left in ([], ["keep.bin"])
         swept = asyncio.run_coroutine_threadsafe(server.server.s3.sweep_uploads(0), server.loop).result(60)
