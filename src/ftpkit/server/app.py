@@ -181,7 +181,7 @@ class FTPServer:
         """Remove interrupted uploads' partials older than ``partial_ttl``: at start, then every
         ``partial_sweep_interval`` (or ``partial_ttl`` when that is shorter)."""
         homes = sorted({str(self.cfg.root), *self.shared.accounts.homes()})
-        period = min(self.cfg.partial_sweep_interval, self.cfg.partial_ttl)
+        period = self.cfg.sweep_period
         loop = asyncio.get_running_loop()
         while True:
             for home in homes:

@@ -142,6 +142,11 @@ class ServerConfig:
         _check_together(self)
 
     @property
+    def sweep_period(self) -> float:
+        """Seconds between sweeps of stale partials (S3: multipart uploads): never longer than they are kept."""
+        return min(self.partial_sweep_interval, self.partial_ttl)
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ftp://{host}:{self.port}/"

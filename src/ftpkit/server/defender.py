@@ -161,16 +161,16 @@ class Defender:
         s = self.settings
         if not s.enabled or self.allowed(ip):
             return None
-        score = s.scores.get(event, 1)
+        points = s.scores.get(event, 1)
         source = source_of(ip)
-        if score <= 0 or source in self.bans:  # 0: this kind of event is not counted
+        if points <= 0 or source in self.bans:  # 0: this kind of event is not counted
             return None
         now = self.clock()
         events = self.events.pop(source, None) or deque()
         self.events[source] = events  # most recent last
         while len(self.events) > s.max_sources:
             self.events.popitem(last=False)
-        events.append((now, score))
+        events.append((now, points))
         while events and events[0][0] < now - s.observation_time:
             events.popleft()
         total = sum(score for _, score in events)

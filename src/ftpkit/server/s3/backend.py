@@ -169,7 +169,7 @@ class S3Backend:
         return len(stale)
 
     async def sweep_forever(self) -> None:
-        period = min(self.cfg.partial_sweep_interval, self.cfg.partial_ttl)
+        period = self.cfg.sweep_period
         while True:
             try:
                 removed = await self.sweep_uploads(self.cfg.partial_ttl)
