@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from ftpkit.tls import READ_SIZE, ControlStream
 
@@ -45,7 +45,7 @@ class ControlConnection(asyncio.Protocol):
 
     # --- asyncio callbacks ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are no subclass of it
         self._transport = transport
         self.task = self._loop.create_task(self._on_connection(self))
 

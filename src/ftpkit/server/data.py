@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, ClassVar, Literal
+from typing import BinaryIO, ClassVar, Literal, cast
 
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import DataMethod, DataMode, HostPort, plain_ip
@@ -80,7 +80,7 @@ class DataProtocol(asyncio.BufferedProtocol):
 
     # --- asyncio callbacks ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are no subclass of it
         self.transport = transport
         if self._start_paused:  # nothing may be read before TLS starts: the ClientHello belongs to the TLS layer
             transport.pause_reading()
