@@ -81,7 +81,7 @@ def measure(kind: str, root: Path, expected: bytes, sessions: int, concurrency: 
     """Instructions per session of one server (a fresh process)."""
     work = Path(tempfile.mkdtemp(prefix=f"cg-{kind}-"))
     port = sb.free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(sb.REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = sb.ftpkit_env()  # this tree's ftpkit, as server_bench.py runs it
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.%p",
                              "--dump-instr=no", *argv_of(kind, root, port, work)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -92,9 +92,9 @@ def measure(kind: str, root: Path, expected: bytes, sessions: int, concurrency: 
             _, counts = await sb.pool(total, at_once, lambda: sb.retr_session(port, expected), 120.0)
             return counts
 
-        for counts in (asyncio.run(run(warmup, 4)),):
-            if counts != {"ok": warmup}:
-                raise RuntimeError(f"{kind}: warm-up sessions: {counts}")
+        counts = asyncio.run(run(warmup, 4))
+        if counts != {"ok": warmup}:
+            raise RuntimeError(f"{kind}: warm-up sessions: {counts}")
         callgrind_control("-z", proc.pid)
         counts = asyncio.run(run(sessions, concurrency))
         callgrind_control("-d", proc.pid)
@@ -154,8 +154,8 @@ def main() -> int:
              f"{platform.python_version()}, {valgrind}, pyftpdlib {sb.pyftpdlib.__ver__}). Each server under "
              f"callgrind; after {args.warmup} warm-up sessions the counters are zeroed, then {args.sessions} sessions "
              f"of the session row (connect, anonymous login, TYPE I, PASV, RETR 1 MiB, QUIT; {args.concurrency} at "
-             "a time) and a dump: the server's own instructions in user space (the kernel's share, the same for every "
-             "server, is not counted). Unlike the wall times, this does not move with the machine's load: the "
+             "a time) and a dump: the server's own instructions in user space (the kernel's share is not "
+             "counted). Unlike the wall times, this does not move with the machine's load: the "
              f"rounds of one server differ by at most {spread:.2%}.", "",
              "| server | instructions per session (millions), each round | instructions / pyftpdlib's |",
              "|---|---|---|"]
