@@ -81,7 +81,10 @@ class ServerConversation:
 
     def awaits_reply(self, event: CommandEvent) -> bool:
         """Whether ``event`` was taken and has not had its final reply yet."""
-        return any(event is item for item in self._open)
+        for item in self._open:  # noqa: SIM110 - two items at most: a plain loop costs less than any()
+            if item is event:
+                return True
+        return False
 
     def next_event(self) -> CommandEvent | None:
         """The next command to handle now, or ``None`` if there is none or it must wait for a transfer."""
@@ -116,15 +119,19 @@ class ServerConversation:
         target = self._open[-1] if to is None else to
         if not self.awaits_reply(target):
             raise StateError(f"{target} is not waiting for a reply")
-        if reply.is_preliminary:
+        if reply.code < 200:
             if not (isinstance(target, Command) and target.verb in TRANSFER_COMMANDS):
                 raise StateError(f"{target} cannot get a preliminary reply")
             if id(target) in self._preliminary_sent:
                 raise StateError(f"{target} had its preliminary reply already")
             self._preliminary_sent.add(id(target))
         else:
-            self._open = [item for item in self._open if item is not target]
-            self._preliminary_sent.discard(id(target))
+            if self._open[-1] is target:
+                self._open.pop()
+            else:
+                self._open = [item for item in self._open if item is not target]
+            if self._preliminary_sent:
+                self._preliminary_sent.discard(id(target))
             if reply.code == 221 or reply.code == 421:
                 self.phase = Phase.CLOSED
         return reply.to_bytes(self.encoding)

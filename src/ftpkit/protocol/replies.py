@@ -32,7 +32,7 @@ class Reply:
     @classmethod
     def of(cls, code: int, text: str | Iterable[str] = "") -> Reply:
         if isinstance(text, str):
-            return cls(code, tuple(text.split("\n")))
+            return cls(code, (text,) if "\n" not in text else tuple(text.split("\n")))
         return cls(code, tuple(text))
 
     @property
@@ -92,19 +92,25 @@ def printable(text: str) -> str:
 
 
 def format_reply(reply: Reply, encoding: str = ENCODING) -> bytes:
-    for line in reply.lines:
+    lines = reply.lines
+    if len(lines) == 1:  # most replies: one line, no list to build
+        line = lines[0]
+        if "\r" in line or "\n" in line:
+            raise ReplyError("a reply line may not contain CR or LF")
+        try:
+            return f"{reply.code} {line}\r\n".encode(encoding, ERRORS)
+        except (UnicodeEncodeError, LookupError) as exc:
+            raise ReplyError(f"cannot encode reply in {encoding}: {exc}") from None
+    for line in lines:
         if "\r" in line or "\n" in line:
             raise ReplyError("a reply line may not contain CR or LF")
     code = str(reply.code)
-    if len(reply.lines) == 1:
-        out = [f"{code} {reply.lines[0]}"]
-    else:
-        out = [f"{code}-{reply.lines[0]}"]
-        for line in reply.lines[1:-1]:
-            # A middle line that looks like the closing line (``211 x``, or ``211`` alone, which the reader
-            # also takes as the end) would end the reply early: indent it.
-            out.append(" " + line if line == code or line.startswith(code + " ") else line)
-        out.append(f"{code} {reply.lines[-1]}")
+    out = [f"{code}-{lines[0]}"]
+    for line in lines[1:-1]:
+        # A middle line that looks like the closing line (``211 x``, or ``211`` alone, which the reader
+        # also takes as the end) would end the reply early: indent it.
+        out.append(" " + line if line == code or line.startswith(code + " ") else line)
+    out.append(f"{code} {lines[-1]}")
     try:
         return ("\r\n".join(out) + "\r\n").encode(encoding, ERRORS)
     except (UnicodeEncodeError, LookupError) as exc:

@@ -13,7 +13,6 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,7 @@ from ftpkit.server.proxied import admit
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.uploads import sweep_partials
+from ftpkit.server.workers import IOThreads
 from ftpkit.server.xferlog import TransferLog
 from ftpkit.tls import server_context
 
@@ -89,7 +89,7 @@ class FTPServer:
             storage_factory = self.s3.storage_for
         if storage_factory is None:
             storage_factory = functools.partial(LocalStorage, upload_mode=cfg.upload_mode)
-        self.executor = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="ftpkit-io")
+        self.executor = IOThreads(cfg.io_threads)
         self.metrics = Metrics()
         hooks = Hooks(cfg.hooks, cfg.hook_concurrency)
         events = ServerEvents(self.metrics, hooks, cfg.diagnosis_summary_interval)

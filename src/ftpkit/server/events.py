@@ -76,8 +76,8 @@ class ServerEvents:
     # --- sessions and logins -------------------------------------------------------------------------------
     def connection_refused(self, reason: str) -> None:
         """A control connection turned away at once (``banned``, ``limit``)."""
-        self.metrics.refused_connections.labels(reason).inc()
-        self.metrics.sessions.labels("banned" if reason == "banned" else "refused").inc()
+        self.metrics.child(self.metrics.refused_connections, reason).inc()
+        self.metrics.child(self.metrics.sessions, "banned" if reason == "banned" else "refused").inc()
 
     def session_closed(self, s: Session) -> str:
         """The session's result (a label): ``probe`` when it ended without a command (a load balancer's TCP
@@ -88,32 +88,32 @@ class ServerEvents:
             result = "logged_in"
         else:
             result = "not_logged_in"
-        self.metrics.sessions.labels(result).inc()
+        self.metrics.child(self.metrics.sessions, result).inc()
         return result
 
     def login(self, s: Session, name: str, ok: bool, reason: str = "") -> None:
         """A login that worked (``reason``: anonymous, user) or failed (credentials, anonymous_disabled,
         tls_required)."""
         if ok:
-            self.metrics.logins.labels("ok", reason or "user").inc()
+            self.metrics.child(self.metrics.logins, "ok", reason or "user").inc()
             return
         if not reason:
             anonymous = s.shared.accounts.is_anonymous_name(name)
             reason = "anonymous_disabled" if anonymous and not s.shared.accounts.anonymous else "credentials"
-        self.metrics.logins.labels("failed", reason).inc()
+        self.metrics.child(self.metrics.logins, "failed", reason).inc()
         if self.hooks.wanted("login-failed"):
             self.hooks.fire("login-failed", {**self._fields(s, "login-failed"), "user": name, "reason": reason})
 
     def tls_failed(self, connection: str, error: BaseException | str) -> None:
         reason = diagnose.tls_failure_reason(str(error) or type(error).__name__)
-        self.metrics.tls_failures.labels(connection, reason).inc()
+        self.metrics.child(self.metrics.tls_failures, connection, reason).inc()
 
     # --- the server's diagnosis ----------------------------------------------------------------------------
     def diagnosed(self, s: Session, d: Diagnosis, what: str = "") -> str:
         """Log, count and remember ``d``; its hint for the reply."""
-        self.metrics.diagnoses.labels(d.mode, d.code).inc()
+        self.metrics.child(self.metrics.diagnoses, d.mode, d.code).inc()
         if d.failure:
-            self.metrics.data_failures.labels(d.mode, d.code).inc()
+            self.metrics.child(self.metrics.data_failures, d.mode, d.code).inc()
         self.summary.note(d)
         prefix = f"[{s.id}] {what}: " if what else f"[{s.id}] "
         log.log(logging.WARNING if d.failure else logging.INFO, "%s%s", prefix, d.log_text(),
@@ -125,7 +125,7 @@ class ServerEvents:
         d = diagnose.active_announcement(command, target, s.peer_ip, s.stream.encrypted)
         if d is None:
             log.warning("[%s] %s refused: %s", s.id, command.split(" ", 1)[0], refusal)
-            self.metrics.data_failures.labels("active", "unclassified").inc()
+            self.metrics.child(self.metrics.data_failures, "active", "unclassified").inc()
             return ""
         return self.diagnosed(s, d, f"{command.split(' ', 1)[0]} refused")
 
@@ -141,9 +141,9 @@ class ServerEvents:
         """No passive port could be announced."""
         if exc.kind != "exhausted":
             log.warning("[%s] %s: %s", s.id, method, exc)
-            self.metrics.data_failures.labels("passive", "unclassified").inc()
+            self.metrics.child(self.metrics.data_failures, "passive", "unclassified").inc()
             return ""
-        self.metrics.passive_exhausted.labels("client" if "your address" in str(exc) else "range").inc()
+        self.metrics.child(self.metrics.passive_exhausted, "client" if "your address" in str(exc) else "range").inc()
         return self.diagnosed(s, diagnose.passive_exhausted(str(exc), s.peer_ip), method)
 
     def data_failed(self, s: Session, t: Transfer, exc: DataConnectionError) -> str:
@@ -159,7 +159,7 @@ class ServerEvents:
             d = None
         if d is None:
             log.warning("[%s] %s", s.id, what)
-            self.metrics.data_failures.labels(channel.mode, "unclassified").inc()
+            self.metrics.child(self.metrics.data_failures, channel.mode, "unclassified").inc()
             return ""
         return self.diagnosed(s, d, what)
 
@@ -200,7 +200,7 @@ class ServerEvents:
         what = f"{t.command.verb} {t.path}: protected data connection refused: {refusal}"
         if d is None:
             log.warning("[%s] %s", s.id, what)
-            self.metrics.data_failures.labels(t.channel.mode, "unclassified").inc()
+            self.metrics.child(self.metrics.data_failures, t.channel.mode, "unclassified").inc()
             return ""
         return self.diagnosed(s, d, what)
 
@@ -209,11 +209,11 @@ class ServerEvents:
         direction = direction_of(rec.command)
         result = "ok" if rec.complete else ("aborted" if rec.error == "aborted" else "failed")
         m = self.metrics
-        m.transfers.labels(direction, rec.mode, result).inc()
+        m.child(m.transfers, direction, rec.mode, result).inc()
         if rec.bytes:
-            m.transfer_bytes.labels(direction).inc(rec.bytes)
+            m.child(m.transfer_bytes, direction).inc(rec.bytes)
         if rec.complete:
-            m.duration.labels(direction).observe(max(rec.seconds, 0.0))
+            m.child(m.duration, direction).observe(max(rec.seconds, 0.0))
         if not rec.complete or direction == "listing":
             return
         event = "upload" if direction == "upload" else "download"
@@ -259,9 +259,9 @@ class ServerEvents:
         return fields
 
     def hook_done(self, event: str, result: str, seconds: float) -> None:
-        self.metrics.hooks.labels(event, result).inc()
+        self.metrics.child(self.metrics.hooks, event, result).inc()
         if result != "dropped":
-            self.metrics.hook_duration.labels(event).observe(seconds)
+            self.metrics.child(self.metrics.hook_duration, event).observe(seconds)
 
 
 def default_events() -> ServerEvents:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # no ``_created`` series beside each counter: ftpkit_start_time_seconds says it once
@@ -63,6 +65,9 @@ class _StateCollector(Collector):
                                 value=1 if s.accepting() else 0)
 
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
 class Metrics:
     """Every counter the server updates; :meth:`exposition` is the text a scrape returns."""
 
@@ -101,6 +106,16 @@ class Metrics:
         self.start_time = Gauge("ftpkit_start_time_seconds", "When the server started (Unix time)", registry=r)
         self.start_time.set(self.started)
         r.register(_StateCollector(self.state))
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, kept: prometheus_client checks the values and takes a lock on every
+        ``labels()`` call, five times a session; the label sets are bounded (see above), so this cache is too."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found  # type: ignore[return-value]  # labels() returns the metric's own type
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 from ftpkit.protocol.hashes import new_hash
 from ftpkit.protocol.listing import Facts
 from ftpkit.server.uploads import LocalUpload, UploadError, UploadMode, is_internal, partial_size
+from ftpkit.server.workers import IOThreads
 
 T = TypeVar("T")
 
@@ -218,6 +219,8 @@ class LocalStorage:
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run a blocking call in a worker thread."""
+        if isinstance(self._executor, IOThreads):
+            return await self._executor.run(func, *args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     # --- path mapping (blocking: it calls realpath) ------------------------------------------------------
