@@ -105,6 +105,33 @@ def test_commands_are_answered_in_order():
     assert conv.waiting == 0
 
 
+def test_a_long_pipeline_is_taken_in_order_across_reads():
+    # 3000 commands in one read, more arriving halfway: every one comes out once, in order, and the count of
+    # those waiting stays right across the inbox's compaction
+    conv = server(b"".join(f"SIZE f{i}\r\n".encode() for i in range(3000)))
+    seen: list[str] = []
+    for i in range(4000):
+        if i == 1500:
+            conv.receive_data(b"".join(f"SIZE f{n}\r\n".encode() for n in range(3000, 4000)))
+        assert conv.waiting == (3000 if i < 1500 else 4000) - i
+        event = conv.next_event()
+        assert isinstance(event, Command)
+        seen.append(event.arg)
+        conv.reply(Reply(213, ("1",)))
+    assert seen == [f"f{i}" for i in range(4000)]
+    assert conv.next_event() is None and conv.waiting == 0
+
+
+def test_discard_pending_drops_what_was_not_taken():
+    conv = server(b"NOOP\r\nPWD\r\nSYST\r\nHEL")
+    assert conv.next_event() == Command("NOOP")
+    assert conv.discard_pending() == 3  # PWD, SYST and the partial line
+    conv.reply(Reply(200))
+    assert conv.next_event() is None and conv.waiting == 0
+    conv.receive_data(b"FEAT\r\n")
+    assert conv.next_event() == Command("FEAT")
+
+
 def test_second_command_arriving_while_the_first_is_open_waits():
     conv = server(b"CWD /pub\r\n")
     cwd = conv.next_event()

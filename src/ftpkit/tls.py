@@ -129,6 +129,8 @@ def cipher_name(tls: ssl.SSLObject) -> str | None:
 class ControlStream:
     """Read/write a control connection, in clear or through TLS, switching between the two when told."""
 
+    __slots__ = ("_in", "_out", "_plain_leftover", "reader", "tls", "writer")
+
     def __init__(self, reader: ByteReader, writer: ByteWriter, early: bytes = b"") -> None:
         """``early``: bytes already read from the connection (those that followed a PROXY protocol header)."""
         self.reader = reader

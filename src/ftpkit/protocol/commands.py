@@ -100,6 +100,8 @@ def parse_command_line(line: bytes, encoding: str = ENCODING) -> Command | BadLi
 class CommandReader:
     """Incremental reader of command lines (the server side of a control connection)."""
 
+    __slots__ = ("_buf", "_discarding", "_telnet", "encoding", "max_line")
+
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, encoding: str = ENCODING) -> None:
         if max_line < 16:
             raise ValueError("max_line must be at least 16")

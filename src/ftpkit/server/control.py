@@ -23,6 +23,12 @@ class ControlConnection(asyncio.Protocol):
     """Bytes in, replies out, with the reading and writing halves ``ControlStream`` expects of a reader and a
     writer (``read``; ``write``, ``drain``, ``close``, ``wait_closed``, ``get_extra_info``, ``transport``)."""
 
+    # Slots: one per control connection, held by the thousand (bench/results.md, idle sessions).
+    __slots__ = (
+        "_buffer", "_closed", "_drain_waiters", "_eof", "_error", "_loop", "_lost", "_on_connection",
+        "_reading_paused", "_transport", "_waiter", "_write_paused", "task",
+    )
+
     def __init__(self, on_connection: Callable[[ControlConnection], Coroutine[Any, Any, None]]) -> None:
         self._on_connection = on_connection
         self._loop = asyncio.get_running_loop()
@@ -155,6 +161,8 @@ class ControlConnection(asyncio.Protocol):
 class ServerControlStream(ControlStream):
     """The session's control connection: :class:`ControlStream` on a :class:`ControlConnection`, which can also
     be read without waiting."""
+
+    __slots__ = ("conn",)
 
     def __init__(self, conn: ControlConnection, early: bytes = b"") -> None:
         super().__init__(conn, conn, early)

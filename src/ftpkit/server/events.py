@@ -134,7 +134,7 @@ class ServerEvents:
         clients parse it)."""
         d = diagnose.passive_announcement(method, announced, s.peer_ip)
         if d is not None and d.code not in s.warned:
-            s.warned.add(d.code)
+            s.warned += (d.code,)
             self.diagnosed(s, d, method)
 
     def passive_failed(self, s: Session, method: str, exc: DataConnectionError) -> str:

@@ -207,6 +207,8 @@ def _resolved_home(home: Path) -> Path:
 class LocalStorage:
     """A user's home on the local file system. One instance per session (it knows the home). A :class:`Storage`."""
 
+    __slots__ = ("_executor", "_home_str", "home", "upload_mode")
+
     def __init__(self, home: Path, executor: Executor | None, upload_mode: UploadMode = "atomic") -> None:
         self.home = _resolved_home(home)
         self.upload_mode: UploadMode = upload_mode
