@@ -150,14 +150,17 @@ class FTPServer:
                             "active data connections leave from any port", source)
         main_implicit = self.cfg.tls == "implicit"
         loop = asyncio.get_running_loop()
+        # one partial per listener, not per connection (each control connection keeps its callback)
+        accept_main = functools.partial(self._accept, implicit=main_implicit)
         self._server = await loop.create_server(
-            lambda: ControlConnection(functools.partial(self._accept, implicit=main_implicit)),
+            lambda: ControlConnection(accept_main),
             self.cfg.host, self.cfg.port, backlog=self.cfg.listen_backlog, reuse_address=True,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.cfg.tls_implicit_port is not None:
+            accept_implicit = functools.partial(self._accept, implicit=True)
             self._implicit = await loop.create_server(
-                lambda: ControlConnection(functools.partial(self._accept, implicit=True)),
+                lambda: ControlConnection(accept_implicit),
                 self.cfg.host, self.cfg.tls_implicit_port, backlog=self.cfg.listen_backlog, reuse_address=True,
             )
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]

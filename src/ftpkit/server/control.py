@@ -42,7 +42,7 @@ class ControlConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None  # woken when bytes, the end or the loss arrive
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[None] | None = None  # made by wait_closed only if the connection is still up
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -77,7 +77,7 @@ class ControlConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
-        if not self._closed.done():
+        if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
     def pause_writing(self) -> None:
@@ -155,6 +155,10 @@ class ControlConnection(asyncio.Protocol):
         self.transport.close()
 
     async def wait_closed(self) -> None:
+        if self._lost:
+            return  # nearly always by the session's end: no future, no shield
+        if self._closed is None:
+            self._closed = self._loop.create_future()
         await asyncio.shield(self._closed)
 
 
