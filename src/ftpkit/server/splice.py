@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import socket
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -24,6 +25,15 @@ PIPE_SIZE = 1 << 20
 
 _SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _MAX_STALLS = 64
+_SIOCATMARK = 0x8905  # Linux <linux/sockios.h>: is the socket's read position at the urgent mark?
+URGENT_DATA = "urgent data (TCP out-of-band) on the data connection"
+
+
+def _at_urgent_mark(fd: int) -> bool:
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, _SIOCATMARK, b"\0\0\0\0"))[0] != 0
+    except OSError:
+        return False
 
 
 @runtime_checkable
@@ -96,8 +106,13 @@ class SpliceStream:
             if pipe.filled:
                 self._full()  # the socket has bytes (it was readable): the pipe is what is full
                 return
-            # readable, yet nothing moves into an empty pipe (urgent data in the stream, say): not forever
-            self._stalls += 1
+            # readable, yet nothing moves into an empty pipe: splice(2) stops at TCP urgent data this way too
+            if _at_urgent_mark(self._fd):
+                self.error = OSError(errno.EPROTO, URGENT_DATA)
+                self._stop_reading()
+                self._wake()
+                return
+            self._stalls += 1  # something else: not forever
             if self._stalls >= _MAX_STALLS:
                 self.error = OSError(errno.EPROTO, "the data connection is readable but splice(2) moves nothing")
                 self._stop_reading()
@@ -121,7 +136,7 @@ class SpliceStream:
             if at_end:
                 self.eof = True
             elif self.error is None:
-                self.error = OSError(errno.EPROTO, "urgent data (TCP out-of-band) on the data connection")
+                self.error = OSError(errno.EPROTO, URGENT_DATA)
             self._stop_reading()
             self._wake()
             return
