@@ -59,6 +59,27 @@ def test_a_cancelled_waiter_leaves_the_loop_and_the_pool_working() -> None:
         pool.shutdown()
 
 
+def test_a_blocked_job_never_holds_up_the_next_below_max_workers() -> None:
+    # a thread that has gone idle is reserved by the job that takes it: the next job starts a thread of its own
+    pool = IOThreads(2)
+    release = threading.Event()
+
+    async def main() -> None:
+        await pool.run(int, "1")  # one thread, idle now
+        blocked = asyncio.ensure_future(pool.run(release.wait, 30))
+        assert await asyncio.wait_for(pool.run(int, "2"), 10) == 2  # not behind the blocked job
+        release.set()
+        assert await blocked is True
+
+    try:
+        for _ in range(20):  # the old race needed the idle thread not to have taken its job yet: try often
+            release.clear()
+            asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown()
+
+
 def test_never_more_threads_than_max_workers() -> None:
     pool = IOThreads(3)
     seen: set[str] = set()

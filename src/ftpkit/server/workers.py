@@ -1,11 +1,13 @@
 """Worker threads for blocking file-system calls, so the event loop never waits on a disk.
 
-:meth:`IOThreads.run` is what ``loop.run_in_executor`` does for a coroutine, at about half its cost per call: the
+:meth:`IOThreads.run` is what ``loop.run_in_executor`` does for a coroutine, with less per call: the
 job goes into a queue with the event loop's own future, and the worker settles that future through
 ``call_soon_threadsafe`` (no ``concurrent.futures.Future`` with its lock and condition, no chaining of two
 futures). A download's open is one such call per session, and a session is only a dozen commands. The pool is a
 :class:`concurrent.futures.Executor` as well, on the same threads, for code that wants one (``run_in_executor``).
-Threads start on demand up to ``max_workers`` and stay (an idle thread costs its stack only).
+Threads start on demand up to ``max_workers`` and stay (an idle thread costs its stack only): a job finds an idle
+thread reserved for it or starts a new one, so below ``max_workers`` it never waits behind a busy job (one slow
+disk call stalls only its own session), as with ``ThreadPoolExecutor``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class IOThreads(Executor):
         self.name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting for a job (read without a lock: at worst a job waits for a busy thread)
+        self._idle = 0  # threads waiting for a job that no queued job has reserved yet (under _lock)
         self._lock = threading.Lock()
         self._shutdown = False
 
@@ -60,20 +62,24 @@ class IOThreads(Executor):
     def _put(self, job: _Job) -> None:
         if self._shutdown:
             raise RuntimeError("cannot run new jobs after shutdown")
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that thread's next job is this one (or one queued before it)
+            elif len(self._threads) < self.max_workers and not self._shutdown:
+                thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            # else every thread is busy and there are max_workers of them: the job waits its turn
         self._jobs.put(job)
-        if self._idle == 0 and len(self._threads) < self.max_workers:
-            with self._lock:
-                if len(self._threads) < self.max_workers and not self._shutdown:
-                    thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}",
-                                              daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
 
     def _work(self) -> None:
+        first = True  # a new thread was started for a job: it is not idle before taking it
         while True:
-            self._idle += 1  # GIL-atomic enough: the count only decides whether another thread starts
+            if not first:
+                with self._lock:
+                    self._idle += 1
+            first = False
             job = self._jobs.get()
-            self._idle -= 1
             if job is None:
                 return
             loop, fut, func, args = job
