@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftpkit.server.data import SocketStream
+from ftpkit.server.data import SENDFILE_STEP, SocketStream
 
 
 def _pair(sndbuf: int = 0) -> tuple[socket.socket, socket.socket]:
@@ -60,6 +60,53 @@ def test_sendfile_waits_for_a_slow_reader_and_sends_every_byte(tmp_path: Path) -
     reader.join(30)
     assert (first, first + rest) == (3 << 20, len(data))
     assert bytes(got) == data
+
+
+def test_a_paced_sendfile_goes_in_steps_and_lets_other_tasks_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(3 << 20)
+    (tmp_path / "f.bin").write_bytes(data)
+    asked: list[int] = []
+    real_sendfile = os.sendfile
+
+    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        asked.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", recording)
+    server, client = _pair()
+    got = bytearray()
+    reader = threading.Thread(target=_read_all, args=(client, got))
+    reader.start()
+    offset = 12345
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:  # another session's work: it runs between the steps
+            nonlocal ticks
+            for _ in range(100_000):  # bounded
+                if done.is_set():
+                    return
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(ticker())
+        stream = _stream(server)
+        with (tmp_path / "f.bin").open("rb") as fh:
+            sent = await stream.sendfile(fh, offset, len(data), idle=10, paced=True)
+        done.set()
+        await other
+        await stream.close()
+        return sent, ticks
+
+    sent, ticks = asyncio.run(main())
+    reader.join(30)
+    assert sent == len(data) - offset
+    assert bytes(got) == data[offset:]
+    assert max(asked) == SENDFILE_STEP and len(asked) >= sent // SENDFILE_STEP
+    assert ticks >= sent // SENDFILE_STEP - 1  # a turn of the event loop after every step
 
 
 def test_sendfile_with_an_offset_and_a_count(tmp_path: Path) -> None:

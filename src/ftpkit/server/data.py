@@ -276,6 +276,14 @@ class DataStream:
                 tls.unwrap()
 
 
+SENDFILE_STEP = 64 << 10
+"""Bytes per sendfile(2) call of a paced download (see :data:`PACED_DOWNLOAD`): one loopback segment."""
+PACED_DOWNLOAD = 1 << 20
+"""A download bigger than this goes out in steps of :data:`SENDFILE_STEP` with a turn of the event loop between
+them; a smaller one is offered to sendfile(2) whole (one call). One call that fills the socket's whole send buffer
+(megabytes once autotuned) holds the event loop that long and lets the receiver fall behind: on 127.0.0.1, curl
+took a 1 GiB download 38 % faster in 64 KiB steps (median of 10 interleaved runs: 3,222 against 2,330 MB/s; 64 KiB
+steps without the loop turn 2,703, 128 and 256 KiB steps 2,634 and 2,250; bench/results.md)."""
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK, errno.EOVERFLOW})
 """What sendfile(2) says when the file cannot be sent that way (a file system without it): read and send instead."""
 
@@ -293,14 +301,16 @@ class SocketStream:
         self.local = local
         self._loop = asyncio.get_running_loop()
 
-    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float) -> int:
+    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float, paced: bool = False) -> int:
         """Send ``count`` bytes of ``fh`` from ``offset`` (fewer at its end); bytes sent. :class:`TimeoutError`
-        when the client took nothing for ``idle`` seconds."""
+        when the client took nothing for ``idle`` seconds. ``paced`` (a big download): in steps of
+        :data:`SENDFILE_STEP` with a turn of the event loop after each, instead of as much as the socket takes."""
         fd, file_fd = self.sock.fileno(), fh.fileno()
         sent = 0
         while sent < count:
+            want = min(SENDFILE_STEP, count - sent) if paced else count - sent
             try:
-                n = os.sendfile(fd, file_fd, offset + sent, count - sent)
+                n = os.sendfile(fd, file_fd, offset + sent, want)
             except (BlockingIOError, InterruptedError):
                 await self._writable(idle)
                 continue
@@ -311,6 +321,8 @@ class SocketStream:
             if n == 0:
                 break  # the end of the file (it shrank since it was opened)
             sent += n
+            if paced and sent < count:
+                await asyncio.sleep(0)  # the other sessions' turn; the receiver keeps pace
         return sent
 
     async def _read_and_send(self, file_fd: int, offset: int, count: int, idle: float) -> int:
