@@ -37,11 +37,19 @@ class ByteReader(Protocol):
     async def read(self, n: int = ...) -> bytes: ...
 
 
+class WriteState(Protocol):
+    """What :meth:`ControlStream.write_pending` asks of a writer's transport (an asyncio transport has it)."""
+
+    def is_closing(self) -> bool: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
 class ByteWriter(Protocol):
     """What :class:`ControlStream` writes to: an ``asyncio.StreamWriter``, or the server's ``ControlConnection``."""
 
     @property
-    def transport(self) -> asyncio.WriteTransport: ...
+    def transport(self) -> WriteState: ...
 
     def write(self, data: bytes) -> None: ...
 

@@ -20,7 +20,7 @@ from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
 from ftpkit.server.accounts import Accounts
 from ftpkit.server.config import ConfigError, ServerConfig
-from ftpkit.server.control import ControlConnection
+from ftpkit.server.control import ControlConnection, Listener
 from ftpkit.server.data import PortPool
 from ftpkit.server.defender import Defender, DefenderSettings
 from ftpkit.server.events import ServerEvents
@@ -114,8 +114,8 @@ class FTPServer:
                 raise ConfigError("tls_cert", f"cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
         self._per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self._implicit: asyncio.Server | None = None
+        self._server: Listener | None = None
+        self._implicit: Listener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port = cfg.port
         self.implicit_port: int | None = None
@@ -149,20 +149,14 @@ class FTPServer:
                 log.warning("active_from_port_20: cannot bind port %d (needs root or CAP_NET_BIND_SERVICE); "
                             "active data connections leave from any port", source)
         main_implicit = self.cfg.tls == "implicit"
-        loop = asyncio.get_running_loop()
         # one partial per listener, not per connection (each control connection keeps its callback)
         accept_main = functools.partial(self._accept, implicit=main_implicit)
-        self._server = await loop.create_server(
-            lambda: ControlConnection(accept_main),
-            self.cfg.host, self.cfg.port, backlog=self.cfg.listen_backlog, reuse_address=True,
-        )
+        self._server = Listener(self.cfg.host, self.cfg.port, self.cfg.listen_backlog, accept_main)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.cfg.tls_implicit_port is not None:
             accept_implicit = functools.partial(self._accept, implicit=True)
-            self._implicit = await loop.create_server(
-                lambda: ControlConnection(accept_implicit),
-                self.cfg.host, self.cfg.tls_implicit_port, backlog=self.cfg.listen_backlog, reuse_address=True,
-            )
+            self._implicit = Listener(self.cfg.host, self.cfg.tls_implicit_port, self.cfg.listen_backlog,
+                                      accept_implicit)
             self.implicit_port = self._implicit.sockets[0].getsockname()[1]
         if self.s3 is not None:
             self._sweeper = asyncio.create_task(self.s3.sweep_forever())
