@@ -265,6 +265,7 @@ class FTPServer:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self.shared.events.stop(max(0.0, deadline - time.monotonic()))  # hooks get what is left of the grace
+        self.shared.deadlines.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.s3 is not None:
             await self.s3.close()

@@ -208,6 +208,11 @@ class ControlConnection:
         if len(self._out) > WRITE_HIGH:
             self._write_paused = True
 
+    @property
+    def lost(self) -> bool:
+        """The socket is closed (everything written was sent, or the connection broke)."""
+        return self._lost
+
     def is_closing(self) -> bool:
         return self._closing
 

@@ -25,6 +25,7 @@ from typing import BinaryIO, ClassVar, Literal, cast
 from ftpkit.protocol.commands import Command
 from ftpkit.protocol.hostport import DataMethod, DataMode, HostPort, plain_ip
 from ftpkit.server.data_hello import HelloRefused, screen_data_hello
+from ftpkit.server.deadlines import Deadline, Deadlines
 from ftpkit.server.splice import SpliceStream
 from ftpkit.server.xferlog import Direction
 from ftpkit.tls import ServerContext, describe_ssl_error
@@ -468,7 +469,8 @@ class PassiveListener:
 
     def __init__(self, pool: PortPool, local_ip: str, peer_ip: str, announced: HostPort, method: DataMethod,
                  session_id: str, accept_timeout: float = 30.0,
-                 on_expire: Callable[[PassiveListener], None] | None = None) -> None:
+                 on_expire: Callable[[PassiveListener], None] | None = None,
+                 deadlines: Deadlines | None = None) -> None:
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
         self.pool = pool
         self.sock = pool.bind(family, local_ip, peer_ip)
@@ -485,7 +487,10 @@ class PassiveListener:
         self._accepted: asyncio.Future[socket.socket] = self._loop.create_future()
         # A reader callback that accepts synchronously: no accepted connection can be lost in a cancelled task.
         self._loop.add_reader(self.sock.fileno(), self._on_connection)
-        self._expiry = self._loop.call_later(accept_timeout, self._expire, accept_timeout)
+        # the server's shared deadlines when given (nearly every expiry is cancelled: see server/deadlines.py)
+        self._expiry: Deadline | asyncio.TimerHandle = (
+            deadlines.call_later(accept_timeout, self._expire, accept_timeout) if deadlines is not None
+            else self._loop.call_later(accept_timeout, self._expire, accept_timeout))
 
     def _expire(self, timeout: float) -> None:
         """Nobody connected in time: stop listening and give the port back to the range."""

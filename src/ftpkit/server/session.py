@@ -31,6 +31,7 @@ from ftpkit.server.commands.integrity import HashState
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.control import ControlConnection, ServerControlStream
 from ftpkit.server.data import DataChannel, DataStream, PortPool, Transfer
+from ftpkit.server.deadlines import Deadlines
 from ftpkit.server.defender import Defender
 from ftpkit.server.events import ServerEvents, default_events
 from ftpkit.server.proxied import Admission, stray_header
@@ -68,6 +69,7 @@ class Shared:
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
     digest_slots: asyncio.Semaphore | None = None  # HASH and X digests at once, server-wide (made at first use)
     events: ServerEvents = field(default_factory=default_events)  # diagnosis, metrics, hooks
+    deadlines: Deadlines = field(default_factory=Deadlines)  # passive ports' accept timeouts, on one loop timer
 
 
 def _urgent_data_in_line(conn: ControlConnection) -> None:
@@ -323,9 +325,10 @@ class Session:
             await self.abort_transfer()
             self.set_data(None)
             self.stream.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await self.stream.wait_closed()
+            if not self.stream.conn.lost:  # replies still on their way out (nearly always gone already)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        await self.stream.wait_closed()
             self.shared.sessions.discard(self)
             self.set_prelogin(False)
             probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line

@@ -88,7 +88,8 @@ async def _passive(s: Session, method: DataMethod, announce_host: str) -> Passiv
     try:
         listener = PassiveListener(s.shared.pool, s.local_ip, s.peer_ip, HostPort(announce_host, 0), method, s.id,
                                    s.cfg.data_accept_timeout,
-                                   on_expire=lambda unused: s.shared.events.passive_expired(s, unused))
+                                   on_expire=lambda unused: s.shared.events.passive_expired(s, unused),
+                                   deadlines=s.shared.deadlines)
     except DataConnectionError as exc:
         s.set_data(None)
         hint = s.shared.events.passive_failed(s, method, exc)
