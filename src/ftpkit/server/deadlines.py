@@ -1,5 +1,6 @@
 """Many timeouts that are rarely due on one event-loop timer: a passive port that nobody connects to within
-``data_accept_timeout`` is closed, and nearly every one is cancelled first (the client connects at once).
+``data_accept_timeout`` is closed, a session that sends nothing within its login or idle timeout is ended, and
+nearly every one of those is cancelled first (the client connects at once, sends its next command, or quits).
 
 ``loop.call_later`` per announced port costs a ``TimerHandle`` (a Python object), comparisons of those objects in
 Python as the loop's heap orders them, and a cancelled handle that stays in that heap until it is due, making every
@@ -23,9 +24,10 @@ GRANULARITY = 0.05
 class Deadline:
     """One scheduled callback; :meth:`cancel` forgets it (the heap's entry goes when it comes due)."""
 
-    __slots__ = ("args", "callback")
+    __slots__ = ("args", "callback", "when")
 
-    def __init__(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.when = when  # event-loop time
         self.callback: Callable[..., object] | None = callback
         self.args = args
 
@@ -54,8 +56,13 @@ class Deadlines:
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Deadline:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        when = self._loop.time() + delay
-        deadline = Deadline(callback, args)
+        return self.call_at(self._loop.time() + delay, callback, *args)
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Deadline:
+        """``callback(*args)`` at ``when`` (event-loop time) or up to :data:`GRANULARITY` later."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        deadline = Deadline(when, callback, args)
         heapq.heappush(self._heap, (when, next(self._order), deadline))
         if self._timer is None or when < self._timer.when():
             self._arm(when)

@@ -31,7 +31,7 @@ from ftpkit.server.commands.integrity import HashState
 from ftpkit.server.config import ServerConfig
 from ftpkit.server.control import ControlConnection, ServerControlStream
 from ftpkit.server.data import DataChannel, DataStream, PortPool, Transfer
-from ftpkit.server.deadlines import Deadlines
+from ftpkit.server.deadlines import Deadline, Deadlines
 from ftpkit.server.defender import Defender
 from ftpkit.server.events import ServerEvents, default_events
 from ftpkit.server.proxied import Admission, stray_header
@@ -69,7 +69,7 @@ class Shared:
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
     digest_slots: asyncio.Semaphore | None = None  # HASH and X digests at once, server-wide (made at first use)
     events: ServerEvents = field(default_factory=default_events)  # diagnosis, metrics, hooks
-    deadlines: Deadlines = field(default_factory=Deadlines)  # passive ports' accept timeouts, on one loop timer
+    deadlines: Deadlines = field(default_factory=Deadlines)  # login, idle and passive-accept timeouts: one loop timer
 
 
 def _urgent_data_in_line(conn: ControlConnection) -> None:
@@ -116,7 +116,7 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self._wakeup: asyncio.Future[None] | None = None  # what the control loop awaits (see _first_done)
         self._deadline: float | None = None  # when the control loop's wait ends without input (loop time)
-        self._timer: asyncio.TimerHandle | None = None  # one per session, re-armed only when it fires early
+        self._timer: Deadline | None = None  # one per session, re-armed only when it fires early
         self._timed_out = False
         self._watched: Transfer | None = None  # the transfer whose task the session watches for a crash
         self._crashed: list[Transfer] = []  # transfers whose task ended with an unexpected exception
@@ -361,11 +361,11 @@ class Session:
 
     def _set_deadline(self, deadline: float | None) -> None:
         self._deadline = deadline
-        if deadline is None or (self._timer is not None and self._timer.when() <= deadline):
+        if deadline is None or (self._timer is not None and self._timer.when <= deadline):
             return  # the timer fires no later than the deadline and looks at it then
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = self.shared.deadlines.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -373,7 +373,7 @@ class Session:
         if deadline is None:
             return  # no wait with a deadline now: the next one arms the timer again
         if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = self.shared.deadlines.call_at(deadline, self._on_timer)
             return
         if self._wakeup is not None and not self._wakeup.done():  # not when input came in the same turn
             self._timed_out = True
