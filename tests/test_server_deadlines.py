@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ftpkit.server.deadlines import Deadlines
+from ftpkit.server.deadlines import MIN_CLEANUP, Deadlines
 
 
 def test_deadlines_fire_in_order_with_their_arguments_and_never_early() -> None:
@@ -89,3 +89,24 @@ def test_close_forgets_every_deadline() -> None:
         return fired
 
     assert asyncio.run(main()) == []
+
+
+def test_cancelled_deadlines_leave_the_heap_once_they_are_half_of_it() -> None:
+    async def main() -> tuple[int, int, list[int]]:
+        deadlines = Deadlines()
+        fired: list[int] = []
+        done = asyncio.Event()
+        keep = [deadlines.call_later(0.1 + i / 1000, fired.append, i) for i in range(10)]
+        for _ in range(50):  # a busy server: sessions come and go long before their idle timeout
+            for deadline in [deadlines.call_later(300.0, fired.append, -1) for _ in range(100)]:
+                deadline.cancel()
+        most = len(deadlines)
+        deadlines.call_later(0.2, done.set)
+        await asyncio.wait_for(done.wait(), 10)
+        assert all(d.cancelled for d in keep)  # fired ones are done: a cancel would do nothing
+        return most, len(deadlines), fired
+
+    most, left, fired = asyncio.run(main())
+    assert most <= 10 + 2 * 101  # 5,000 cancelled, never more than about as many as live ones plus the minimum
+    assert left <= MIN_CLEANUP  # only cancelled ones, fewer than a rebuild waits for
+    assert fired == list(range(10))

@@ -19,21 +19,30 @@ from typing import Any
 
 GRANULARITY = 0.05
 """Seconds a deadline may fire late: the shortest time between two wake-ups of the shared timer."""
+MIN_CLEANUP = 100
+"""Cancelled entries the heap may hold before it is rebuilt without them (when they are also half of it)."""
 
 
 class Deadline:
-    """One scheduled callback; :meth:`cancel` forgets it (the heap's entry goes when it comes due)."""
+    """One scheduled callback; :meth:`cancel` forgets it (the heap's entry goes when it comes due, or when the
+    cancelled entries are half the heap)."""
 
-    __slots__ = ("args", "callback", "when")
+    __slots__ = ("args", "callback", "owner", "when")
 
-    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def __init__(self, owner: Deadlines, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.owner: Deadlines | None = owner
         self.when = when  # event-loop time
         self.callback: Callable[..., object] | None = callback
         self.args = args
 
     def cancel(self) -> None:
+        if self.callback is None:
+            return
         self.callback = None
         self.args = ()
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.cancelled_one()
 
     @property
     def cancelled(self) -> bool:
@@ -48,6 +57,7 @@ class Deadlines:
         self._order = itertools.count()  # ties keep their order and never compare two Deadline objects
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._cancelled = 0  # cancelled entries still in the heap
 
     def __len__(self) -> int:
         """Entries in the heap, cancelled ones included until they come due."""
@@ -62,11 +72,21 @@ class Deadlines:
         """``callback(*args)`` at ``when`` (event-loop time) or up to :data:`GRANULARITY` later."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        deadline = Deadline(when, callback, args)
+        deadline = Deadline(self, when, callback, args)
         heapq.heappush(self._heap, (when, next(self._order), deadline))
         if self._timer is None or when < self._timer.when():
             self._arm(when)
         return deadline
+
+    def cancelled_one(self) -> None:
+        """A deadline was cancelled: when they are half the heap, the heap keeps only the others (as asyncio does
+        with its cancelled timers), so a busy server does not hold a session's worth per idle timeout."""
+        self._cancelled += 1
+        heap = self._heap
+        if self._cancelled > MIN_CLEANUP and self._cancelled * 2 > len(heap):
+            self._heap = [entry for entry in heap if entry[2].callback is not None]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
 
     def _arm(self, when: float) -> None:
         assert self._loop is not None
@@ -78,24 +98,28 @@ class Deadlines:
         assert self._loop is not None
         self._timer = None
         now = self._loop.time()
-        heap = self._heap
-        while heap and heap[0][0] <= now:  # bounded: each pass takes one entry off the heap
-            deadline = heapq.heappop(heap)[2]
+        # self._heap each time: a callback's cancel may rebuild it (cancelled_one)
+        while self._heap and self._heap[0][0] <= now:  # bounded: each pass takes one entry off the heap
+            deadline = heapq.heappop(self._heap)[2]
             callback, args = deadline.callback, deadline.args
-            if callback is not None:
-                deadline.cancel()
+            if callback is None:
+                self._cancelled -= 1  # a cancelled one leaves the heap
+            else:
+                deadline.callback, deadline.args, deadline.owner = None, (), None  # done: a cancel does nothing
                 try:
                     callback(*args)
                 except Exception as exc:  # as the event loop does for a callback: said, and the others still run
                     self._loop.call_exception_handler({"message": "a deadline's callback failed", "exception": exc})
-        if heap:
-            self._arm(max(heap[0][0], now + GRANULARITY))
+        if self._heap:
+            self._arm(max(self._heap[0][0], now + GRANULARITY))
 
     def close(self) -> None:
         """Forget every deadline (the server stops)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for _, _, deadline in self._heap:
+        heap, self._heap = self._heap, []
+        for _, _, deadline in heap:
+            deadline.owner = None
             deadline.cancel()
-        self._heap.clear()
+        self._cancelled = 0
