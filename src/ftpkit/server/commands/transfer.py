@@ -138,10 +138,14 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
             ended = True
         except StorageError as exc:
             error = exc.reason
+            ended = True  # from here on: a cancellation during it must not run the ending twice
+            await _give_up(s, t, ending)
             await s.reply(452 if exc.code == 552 else 451, f"{exc.reason}.", to=t.command)
             return
         except (TransferAborted, ConnectionError, OSError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
+            ended = True
+            await _give_up(s, t, ending)  # the partial is gone (or kept) before the client hears of it
             await s.reply(426, f"Data connection closed, transfer aborted: {error}.", to=t.command)
             return
         complete = True
@@ -171,6 +175,19 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
         )
         s.shared.transfer_log.record(record)
         s.shared.events.transfer_done(s, record)
+
+
+async def _give_up(s: Session, t: Transfer, ending: Ending | None) -> None:
+    """A transfer that failed after its data connection opened: the connection is dropped and the failure
+    ending runs (an upload aborted, its partial kept or removed) before the reply, so that a client that hears
+    the 4xx sees the server's final state."""
+    if t.stream is not None:
+        t.stream.abort()
+    if ending is not None:
+        try:
+            await ending.failure()
+        except StorageError as exc:
+            log.error("[%s] %s", s.id, exc.reason)
 
 
 def _type_name(s: Session) -> str:
