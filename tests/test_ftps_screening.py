@@ -233,7 +233,9 @@ def test_client_initiated_renegotiation_is_refused_on_data_connections(servers, 
     server = _start(servers, tree, named_cert, "1.2", require_session_reuse=False)
     c, _ = _control(server, named_cert, None)
     assert c.cmd("PBSZ 0").code == 200 and c.cmd("PROT P").code == 200 and c.cmd("TYPE I").code == 200
-    (server.root / "big.bin").write_bytes(bytes(8 << 20))
+    # more than loopback's autotuned socket buffers and the TLS transport's write buffer hold together (4 + 6 + 4
+    # MiB): with 8 MiB the server could send it all and say 226 before the renegotiation reached it
+    (server.root / "big.bin").write_bytes(bytes(64 << 20))
     host, port = c.pasv()
     data = socket.create_connection((host, port), timeout=TIMEOUT)
     c.send("RETR big.bin")
