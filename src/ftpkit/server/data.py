@@ -283,8 +283,8 @@ PACED_DOWNLOAD = 1 << 20
 """A download bigger than this goes out in steps of :data:`SENDFILE_STEP` with a turn of the event loop between
 them; a smaller one is offered to sendfile(2) whole (one call). One call that fills the socket's whole send buffer
 (megabytes once autotuned) holds the event loop that long and lets the receiver fall behind: on 127.0.0.1, curl
-took a 1 GiB download 38 % faster in 64 KiB steps (median of 10 interleaved runs: 3,222 against 2,330 MB/s; 64 KiB
-steps without the loop turn 2,703, 128 and 256 KiB steps 2,634 and 2,250; bench/results.md)."""
+took a 1 GiB download 38 % faster in 64 KiB steps (medians of 10 interleaved runs: 3,222 against 2,330 MB/s;
+64 KiB steps without the loop turn 2,703; README, bench/results.md)."""
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK, errno.EOVERFLOW})
 """What sendfile(2) says when the file cannot be sent that way (a file system without it): read and send instead."""
 

@@ -157,13 +157,8 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
         error = error or f"control connection lost: {exc}"
         log.info("[%s] %s %s: control connection lost: %s", s.id, t.command.verb, t.path, exc)
     finally:
-        if t.stream is not None and not complete:
-            t.stream.abort()
-        if ending is not None and not ended:
-            try:
-                await ending.failure()
-            except StorageError as exc:
-                log.error("[%s] %s", s.id, exc.reason)
+        if not ended:  # cancelled, or failed before the data connection opened
+            await _give_up(s, t, ending)
         if s.transfer is t:
             s.transfer = None
         s.transfers += 1
@@ -178,9 +173,9 @@ async def _run(s: Session, t: Transfer, opening: str, body: Body, ending: Ending
 
 
 async def _give_up(s: Session, t: Transfer, ending: Ending | None) -> None:
-    """A transfer that failed after its data connection opened: the connection is dropped and the failure
-    ending runs (an upload aborted, its partial kept or removed) before the reply, so that a client that hears
-    the 4xx sees the server's final state."""
+    """A transfer that did not complete: its data connection is dropped and the failure ending runs (an upload
+    aborted, its partial kept or removed). After the data connection opened this comes before the 4xx reply, so
+    that a client that hears it sees the server's final state."""
     if t.stream is not None:
         t.stream.abort()
     if ending is not None:
