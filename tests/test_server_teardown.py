@@ -296,3 +296,43 @@ def test_a_pipelined_flood_is_left_in_the_kernel_not_in_our_memory(servers: Serv
     assert other.cmd("PWD").code == 257
     _reset(c.sock)
     data.close()
+
+
+def test_a_client_that_reads_no_reply_loses_its_socket(servers: ServerThread, tree: Path) -> None:
+    """A client that sends commands and never reads a reply: once our replies fill its window and our buffer, the
+    session ends after idle_timeout and the socket is closed two seconds later, though the client's kernel goes on
+    acking zero-window probes (which would keep it open forever)."""
+    running = servers.start(tree, users=["alice:secret"], idle_timeout=0.5)
+    before = _settled(running)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((running.host, running.port))
+    got = b""
+    sock.sendall(b"USER alice\r\nPASS secret\r\n")
+    for _ in range(100):  # bounded: the greeting, 331 and 230 come at once
+        got += sock.recv(4096)
+        if b"\r\n230" in got:
+            break
+    assert b"\r\n230" in got, got
+
+    async def blocked() -> bool:
+        return any(s.stream.write_pending() for s in running.server.shared.sessions)
+
+    sock.setblocking(False)
+    flood = b"NOOP\r\n" * 10000
+    for _ in range(1000):  # bounded: until the replies we never read back up into the server's own buffer
+        with contextlib.suppress(BlockingIOError):
+            sock.send(flood)
+        if asyncio.run_coroutine_threadsafe(blocked(), running.loop).result(10):
+            break
+        threading.Event().wait(0.01)
+    assert asyncio.run_coroutine_threadsafe(blocked(), running.loop).result(10)
+    mine = before["fds"] + 1  # the client's socket is in this process too
+    for _ in range(1000):  # bounded: 0.5 s idle, the 2 s grace, then the socket is gone (10 s at most)
+        state = _state(running)
+        if state["sessions"] == 0 and state["fds"] <= mine:
+            break
+        threading.Event().wait(0.01)
+    assert state["sessions"] == 0 and state["fds"] <= mine, (before, state, _server_fds(running))
+    sock.close()

@@ -329,6 +329,9 @@ class Session:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2):
                         await self.stream.wait_closed()
+                # a client that reads no reply would hold the socket (and our buffer) as long as it acks the
+                # kernel's zero-window probes, which is forever: it gets two seconds, then the socket is closed
+                self.stream.conn.abort()
             self.shared.sessions.discard(self)
             self.set_prelogin(False)
             probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line
