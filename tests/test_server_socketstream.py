@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftpkit.server.data import SENDFILE_STEP, SocketStream
+from ftpkit.server.data import SENDFILE_STEP, UNSENT_LOW_WATER, SocketStream
 
 
 def _pair(sndbuf: int = 0) -> tuple[socket.socket, socket.socket]:
@@ -200,3 +200,43 @@ def test_write_sends_everything_and_a_reset_is_a_connection_error() -> None:
         stream.abort()
 
     asyncio.run(broken())
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2], timeout=30)
+        server, _ = listener.accept()
+    server.setblocking(False)
+    return server, client
+
+
+def _unsent_low_water(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25))
+
+
+@pytest.mark.parametrize("paced", [False, True])
+def test_a_whole_download_bounds_the_unsent_queue(tmp_path: Path, paced: bool) -> None:
+    """A download offered whole gets TCP_NOTSENT_LOWAT, so the kernel sends it in the server's time (not when the
+    receiver's ACKs open the window); a paced one bounds its queue by its steps and keeps the system's default."""
+    data = os.urandom(1 << 20)
+    (tmp_path / "f.bin").write_bytes(data)
+    server, client = _tcp_pair()
+    default = _unsent_low_water(server)
+    got = bytearray()
+    reader = threading.Thread(target=_read_all, args=(client, got))
+    reader.start()
+
+    async def main() -> tuple[int, int]:
+        stream = _stream(server)
+        with (tmp_path / "f.bin").open("rb") as fh:
+            sent = await stream.sendfile(fh, 0, len(data), idle=10, paced=paced)
+        low_water = _unsent_low_water(server)
+        await stream.close()
+        return sent, low_water
+
+    sent, low_water = asyncio.run(main())
+    reader.join(30)
+    client.close()
+    assert sent == len(data) and bytes(got) == data
+    assert low_water == (default if paced else UNSENT_LOW_WATER)
+    assert default != UNSENT_LOW_WATER
