@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftpkit.server.data import SENDFILE_STEP, UNSENT_LOW_WATER, SocketStream
+from ftpkit.server.data import UNSENT_LOW_WATER, SocketStream
 
 
 def _pair(sndbuf: int = 0) -> tuple[socket.socket, socket.socket]:
@@ -62,19 +62,11 @@ def test_sendfile_waits_for_a_slow_reader_and_sends_every_byte(tmp_path: Path) -
     assert bytes(got) == data
 
 
-def test_a_paced_sendfile_goes_in_steps_and_lets_other_tasks_run(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    data = os.urandom(3 << 20)
+def test_a_big_download_lets_other_tasks_run(tmp_path: Path) -> None:
+    """Once the socket is full, the rest goes from the event loop's writer callback: other sessions run meanwhile."""
+    data = os.urandom(8 << 20)
     (tmp_path / "f.bin").write_bytes(data)
-    asked: list[int] = []
-    real_sendfile = os.sendfile
-
-    def recording(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        asked.append(count)
-        return real_sendfile(out_fd, in_fd, offset, count)
-
-    monkeypatch.setattr(os, "sendfile", recording)
-    server, client = _pair()
+    server, client = _pair(sndbuf=16384)
     got = bytearray()
     reader = threading.Thread(target=_read_all, args=(client, got))
     reader.start()
@@ -84,18 +76,19 @@ def test_a_paced_sendfile_goes_in_steps_and_lets_other_tasks_run(tmp_path: Path,
         ticks = 0
         done = asyncio.Event()
 
-        async def ticker() -> None:  # another session's work: it runs between the steps
+        async def ticker() -> None:  # another session's work
             nonlocal ticks
-            for _ in range(100_000):  # bounded
+            for _ in range(1_000_000):  # bounded
                 if done.is_set():
                     return
                 ticks += 1
                 await asyncio.sleep(0)
 
         other = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
         stream = _stream(server)
         with (tmp_path / "f.bin").open("rb") as fh:
-            sent = await stream.sendfile(fh, offset, len(data), idle=10, paced=True)
+            sent = await stream.sendfile(fh, offset, len(data), idle=10)
         done.set()
         await other
         await stream.close()
@@ -105,8 +98,7 @@ def test_a_paced_sendfile_goes_in_steps_and_lets_other_tasks_run(tmp_path: Path,
     reader.join(30)
     assert sent == len(data) - offset
     assert bytes(got) == data[offset:]
-    assert max(asked) == SENDFILE_STEP and len(asked) >= sent // SENDFILE_STEP
-    assert ticks >= sent // SENDFILE_STEP - 1  # a turn of the event loop after every step
+    assert ticks >= 10  # a 16 KiB send buffer fills hundreds of times: the loop turned in between
 
 
 def test_sendfile_with_an_offset_and_a_count(tmp_path: Path) -> None:
@@ -214,11 +206,10 @@ def _unsent_low_water(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25))
 
 
-@pytest.mark.parametrize("paced", [False, True])
-def test_a_whole_download_bounds_the_unsent_queue(tmp_path: Path, paced: bool) -> None:
-    """A download offered whole gets TCP_NOTSENT_LOWAT, so the kernel sends it in the server's time (not when the
-    receiver's ACKs open the window); a paced one bounds its queue by its steps and keeps the system's default."""
-    data = os.urandom(1 << 20)
+def test_a_download_bounds_the_unsent_queue(tmp_path: Path) -> None:
+    """A plain download's socket gets TCP_NOTSENT_LOWAT: the kernel paces it, and sends it in the server's time
+    (not when the receiver's ACKs open the window)."""
+    data = os.urandom(8 << 20)
     (tmp_path / "f.bin").write_bytes(data)
     server, client = _tcp_pair()
     default = _unsent_low_water(server)
@@ -229,7 +220,7 @@ def test_a_whole_download_bounds_the_unsent_queue(tmp_path: Path, paced: bool) -
     async def main() -> tuple[int, int]:
         stream = _stream(server)
         with (tmp_path / "f.bin").open("rb") as fh:
-            sent = await stream.sendfile(fh, 0, len(data), idle=10, paced=paced)
+            sent = await stream.sendfile(fh, 0, len(data), idle=10)
         low_water = _unsent_low_water(server)
         await stream.close()
         return sent, low_water
@@ -238,5 +229,5 @@ def test_a_whole_download_bounds_the_unsent_queue(tmp_path: Path, paced: bool) -
     reader.join(30)
     client.close()
     assert sent == len(data) and bytes(got) == data
-    assert low_water == (default if paced else UNSENT_LOW_WATER)
+    assert low_water == UNSENT_LOW_WATER
     assert default != UNSENT_LOW_WATER

@@ -277,22 +277,16 @@ class DataStream:
                 tls.unwrap()
 
 
-SENDFILE_STEP = 64 << 10
-"""Bytes per sendfile(2) call of a paced download (see :data:`PACED_DOWNLOAD`): one loopback segment."""
-PACED_DOWNLOAD = 1 << 20
-"""A download bigger than this goes out in steps of :data:`SENDFILE_STEP` with a turn of the event loop between
-them; a smaller one is offered to sendfile(2) whole (one call). One call that fills the socket's whole send buffer
-(megabytes once autotuned) holds the event loop that long and lets the receiver fall behind: on 127.0.0.1, curl
-took a 1 GiB download 38 % faster in 64 KiB steps (medians of 10 interleaved runs: 3,222 against 2,330 MB/s;
-64 KiB steps without the loop turn 2,703; README, bench/results.md)."""
 UNSENT_LOW_WATER = 16 << 10
-"""TCP_NOTSENT_LOWAT of a download offered to sendfile(2) whole: the kernel queues at most this much beyond what the
-receive window lets out at once, and the socket is writable again once the queue is below it. Without it, the rest
-of the file waits in the send buffer and goes out when the receiver's ACKs open the window: on 127.0.0.1, in the
-receiver's own time. In the session row (1,000 sessions, 16 at once, 6 interleaved rounds, medians) the client's
-system time went from 1.38 s to 0.87 s and the row from 2.49 s to 2.02 s (pyftpdlib 2.08 s). On any network it
-bounds the kernel memory a download holds to what is in flight. 16 KiB is what Cloudflare's tuning guide gives
-(blog.cloudflare.com/http-2-prioritization-with-nginx)."""
+"""TCP_NOTSENT_LOWAT of a plain download's data connection: the kernel takes at most this much beyond what the
+receive window lets out at once, and reports the socket writable again once less is waiting. The kernel paces the
+download, not Python: each writable turn sends as much as the window allows and lets the other sessions run.
+Without it, sendfile(2) fills the send buffer (autotuned to megabytes) and the rest goes out when the receiver's
+ACKs open the window, on 127.0.0.1 in the receiver's own time; on any network it bounds the kernel memory a
+download holds to what is in flight. Measured (bench/results.md): curl took 1 GiB at 2,050-2,510 MB/s instead of
+1,470-1,750 MB/s with 64 KiB steps and a loop turn after each (server CPU 0.33-0.46 s against 0.61-0.71 s), and the
+session row's client spent 0.87 s of system time per 1,000 sessions instead of 1.38 s. 16 KiB is what
+Cloudflare's tuning guide gives (blog.cloudflare.com/http-2-prioritization-with-nginx)."""
 _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's number where Python does not name it
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK, errno.EOVERFLOW})
 """What sendfile(2) says when the file cannot be sent that way (a file system without it): read and send instead."""
@@ -310,35 +304,24 @@ class SocketStream:
         self.peer = peer
         self.local = local
         self._loop = asyncio.get_running_loop()
-        self._low_water = False
+        with contextlib.suppress(OSError):  # not a TCP socket (a test's socket pair)
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, UNSENT_LOW_WATER)
 
-    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float, paced: bool = False) -> int:
+    async def sendfile(self, fh: BinaryIO, offset: int, count: int, idle: float) -> int:
         """Send ``count`` bytes of ``fh`` from ``offset`` (fewer at its end); bytes sent. :class:`TimeoutError`
-        when the client took nothing for ``idle`` seconds. ``paced`` (a big download): in steps of
-        :data:`SENDFILE_STEP` with a turn of the event loop after each, instead of as much as the socket takes."""
+        when the client took nothing for ``idle`` seconds."""
         fd, file_fd = self.sock.fileno(), fh.fileno()
-        sent = 0
-        if not paced and not self._low_water:
-            self._low_water = True
-            with contextlib.suppress(OSError):  # not a TCP socket (a test's socket pair)
-                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, UNSENT_LOW_WATER)
-        while sent < count:
-            want = min(SENDFILE_STEP, count - sent) if paced else count - sent
-            try:
-                n = os.sendfile(fd, file_fd, offset + sent, want)
-            except (BlockingIOError, InterruptedError):
-                await self._writable(idle)
-                continue
-            except OSError as exc:
-                if exc.errno not in _NO_SENDFILE or sent:
-                    raise
-                return await self._read_and_send(file_fd, offset, count, idle)
-            if n == 0:
-                break  # the end of the file (it shrank since it was opened)
-            sent += n
-            if paced and sent < count:
-                await asyncio.sleep(0)  # the other sessions' turn; the receiver keeps pace
-        return sent
+        try:
+            sent = os.sendfile(fd, file_fd, offset, count)
+            if sent == 0 or sent >= count:
+                return sent  # all of it (nearly always, for a small file), or the end of the file
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            if exc.errno not in _NO_SENDFILE:
+                raise
+            return await self._read_and_send(file_fd, offset, count, idle)
+        return await _Pump(self._loop, self.sock, offset + sent, count - sent, file_fd=file_fd).run(idle) + sent
 
     async def _read_and_send(self, file_fd: int, offset: int, count: int, idle: float) -> int:
         data = await self._loop.run_in_executor(None, os.pread, file_fd, min(count, 1 << 20), offset)
@@ -347,24 +330,12 @@ class SocketStream:
 
     async def write(self, data: bytes | bytearray | memoryview, idle: float) -> None:
         """Send all of ``data``; :class:`TimeoutError` when the client took nothing for ``idle`` seconds."""
-        view = memoryview(data)
-        while view:
-            try:
-                n = self.sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                await self._writable(idle)
-                continue
-            view = view[n:]
-
-    async def _writable(self, idle: float) -> None:
-        fd = self.sock.fileno()
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_writer(fd, _wake, waiter)
         try:
-            async with asyncio.timeout(idle):
-                await waiter
-        finally:
-            self._loop.remove_writer(fd)
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            await _Pump(self._loop, self.sock, sent, len(data) - sent, data=memoryview(data)).run(idle)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Everything sent is in the kernel's hands: the close sends it and then the FIN."""
@@ -383,6 +354,69 @@ class SocketStream:
                     return
             except (BlockingIOError, InterruptedError, OSError):
                 return
+
+
+class _Pump:
+    """What is left of a download's send after the first call: sent from the event loop's writer callback each time
+    the socket is writable (with :data:`UNSENT_LOW_WATER`, when less than that waits unsent), with no task step or
+    future per wait. From a file by sendfile(2) (``file_fd``) or from ``data``."""
+
+    __slots__ = ("_data", "_done", "_fd", "_file_fd", "_idle", "_left", "_loop", "_moved", "_position", "_sent",
+                 "_sock", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, position: int, count: int,
+                 file_fd: int = -1, data: memoryview | None = None) -> None:
+        self._loop, self._sock, self._fd, self._file_fd, self._data = loop, sock, sock.fileno(), file_fd, data
+        self._position, self._left, self._sent = position, count, 0
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._idle = 0.0
+        self._moved = 0.0  # when bytes last went out
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def run(self, idle: float) -> int:
+        """Bytes sent: all of them, or fewer when the file ended; :class:`TimeoutError` after ``idle`` seconds
+        without progress."""
+        self._idle, self._moved = idle, self._loop.time()
+        self._loop.add_writer(self._fd, self._on_writable)
+        self._timer = self._loop.call_at(self._moved + idle, self._on_timer)
+        try:
+            await self._done
+        finally:
+            self._loop.remove_writer(self._fd)
+            if self._timer is not None:
+                self._timer.cancel()
+        return self._sent
+
+    def _on_writable(self) -> None:
+        if self._done.done():
+            return
+        try:
+            if self._data is None:
+                n = os.sendfile(self._fd, self._file_fd, self._position, self._left)
+            else:
+                n = self._sock.send(self._data[self._position:self._position + self._left])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._done.set_exception(exc)
+            return
+        self._position += n
+        self._left -= n
+        self._sent += n
+        if n == 0 or self._left <= 0:  # n == 0: the end of the file (it shrank since it was opened)
+            self._done.set_result(None)
+        else:
+            self._moved = self._loop.time()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._done.done():
+            return
+        due = self._moved + self._idle
+        if self._loop.time() >= due:
+            self._done.set_exception(TimeoutError())
+        else:
+            self._timer = self._loop.call_at(due, self._on_timer)
 
 
 AnyDataStream = DataStream | SocketStream | SpliceStream

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from ftpkit.protocol.ascii import FromNetwork, ToNetwork
 from ftpkit.server.commands.table import command
 from ftpkit.server.data import (
-    PACED_DOWNLOAD,
     SMALL_BUFFER,
     UPLOAD_BUFFER,
     AnyDataStream,
@@ -197,9 +196,8 @@ async def _send_file(s: Session, download: Download, stream: AnyDataStream, t: T
     fh = download.file
     if not s.ascii and fh is not None and isinstance(stream, SocketStream):  # zero-copy: file -> socket
         position, end = download.offset, max(download.offset, download.size)  # the size announced in the 150
-        paced = end - position > PACED_DOWNLOAD
         while position < end:
-            sent = await stream.sendfile(fh, position, min(SENDFILE_CHUNK, end - position), idle, paced)
+            sent = await stream.sendfile(fh, position, min(SENDFILE_CHUNK, end - position), idle)
             if sent == 0:
                 return  # the file shrank meanwhile
             position += sent
