@@ -283,10 +283,10 @@ receive window lets out at once, and reports the socket writable again once less
 download, not Python: each writable turn sends as much as the window allows and lets the other sessions run.
 Without it, sendfile(2) fills the send buffer (autotuned to megabytes) and the rest goes out when the receiver's
 ACKs open the window, on 127.0.0.1 in the receiver's own time; on any network it bounds the kernel memory a
-download holds to what is in flight. Measured (bench/results.md): curl took 1 GiB at 2,050-2,510 MB/s instead of
-1,470-1,750 MB/s with 64 KiB steps and a loop turn after each (server CPU 0.33-0.46 s against 0.61-0.71 s), and the
-session row's client spent 0.87 s of system time per 1,000 sessions instead of 1.38 s. 16 KiB is what
-Cloudflare's tuning guide gives (blog.cloudflare.com/http-2-prioritization-with-nginx)."""
+download holds to what is in flight. Measured (bench/results.md, 10 interleaved rounds): curl took 1 GiB at a
+median 2,590 MB/s instead of 1,800 with 64 KiB steps and a loop turn after each (server CPU 0.26-0.43 s against
+0.50-0.66 s), and the session row's client spent 0.87 s of system time per 1,000 sessions instead of 1.38 s.
+16 KiB is what Cloudflare's tuning guide gives (blog.cloudflare.com/http-2-prioritization-with-nginx)."""
 _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's number where Python does not name it
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK, errno.EOVERFLOW})
 """What sendfile(2) says when the file cannot be sent that way (a file system without it): read and send instead."""
