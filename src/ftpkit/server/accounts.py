@@ -94,6 +94,7 @@ class Accounts:
         self.root = root
         self.anonymous = anonymous
         self.anonymous_write = anonymous_write
+        self._anonymous = Account("anonymous", root, anonymous_write, anonymous=True)
         self.source = source
         self.database = database  # opened and closed with the server; also part of ``source``
         self.verifier = verifier or PasswordVerifier()
@@ -148,7 +149,7 @@ class Accounts:
         if self.is_anonymous_name(name):
             if not self.anonymous:
                 return None
-            return Account("anonymous", self.root, self.anonymous_write, anonymous=True)
+            return self._anonymous  # one for all anonymous sessions (frozen)
         entry = await self.source.lookup(name)
         ok = await self.verifier.verify(entry.password_hash if entry else self._dummy_hash, password, source)
         if entry is None or not ok:

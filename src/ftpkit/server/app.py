@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -11,10 +10,9 @@ import signal
 import socket
 import ssl
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ftpkit.protocol.hostport import plain_ip
 from ftpkit.protocol.replies import Reply
@@ -27,7 +25,7 @@ from ftpkit.server.events import ServerEvents
 from ftpkit.server.hooks import Hooks
 from ftpkit.server.metrics import Metrics, State
 from ftpkit.server.metrics_http import MetricsServer
-from ftpkit.server.proxied import admit
+from ftpkit.server.proxied import Admission, admit
 from ftpkit.server.session import Session, Shared, StorageFactory
 from ftpkit.server.storage import LocalStorage
 from ftpkit.server.uploads import sweep_partials
@@ -112,8 +110,7 @@ class FTPServer:
                                                          strict_sni=cfg.tls_strict_sni)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise ConfigError("tls_cert", f"cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}") from None
-        self._per_ip: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._admitting: set[asyncio.Task[None]] = set()  # reading a PROXY header
         self._server: Listener | None = None
         self._implicit: Listener | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -192,59 +189,67 @@ class FTPServer:
                              self.cfg.partial_ttl)
             await asyncio.sleep(period)
 
-    async def _accept(self, conn: ControlConnection, implicit: bool = False) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    def _accept(self, conn: ControlConnection, implicit: bool = False) -> Coroutine[Any, Any, None] | None:
+        """A new control connection: the coroutine its task runs (the session's own, so an idle session holds no
+        frame of ours), or ``None`` when it was refused (and closed). With the PROXY protocol on, the header is
+        read first, in a coroutine of its own."""
         peer = conn.get_extra_info("peername")
         ip = plain_ip(peer[0]) if peer else "?"
+        if self.cfg.proxy_protocol != "off" and len(self.shared.sessions) < self.cfg.max_sessions:
+            return self._admit(conn, ip, implicit)
+        session = self._session(conn, ip, implicit, None)
+        return session.run() if session is not None else None
+
+    async def _admit(self, conn: ControlConnection, ip: str, implicit: bool) -> None:
+        """Read the PROXY header (before the greeting: the real client), then run the session."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._admitting.add(task)  # for stop(): not among the sessions yet
         try:
-            admission = None
-            if self.cfg.proxy_protocol != "off" and len(self.shared.sessions) < self.cfg.max_sessions:
-                admission = await admit(self.cfg, conn, ip)  # before the greeting: the real client
-                if admission is None:
-                    return
-                ip = plain_ip(admission.client[0]) if admission.client else ip
-            refusal = None
-            ban = self.shared.defender.banned(ip)
-            if ban is not None:
-                until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ban.until))
-                log.debug("refused %s: banned until %s", ip, until)
-                self.shared.events.connection_refused("banned")
-                with contextlib.suppress(ConnectionError, OSError):
-                    conn.write(Reply.of(421, f"Your address is banned until {until}: too many failed logins "
-                                             "or errors.").to_bytes())
-                    await conn.drain()
-                conn.close()
-                return
-            if len(self.shared.sessions) >= self.cfg.max_sessions:
-                refusal = f"Too many sessions ({self.cfg.max_sessions}); try again later."
-            elif self._per_ip[ip] >= self.cfg.max_sessions_per_ip:
-                refusal = f"Too many sessions from your address ({self.cfg.max_sessions_per_ip}); try again later."
-            elif self.shared.prelogin[ip] >= self.cfg.max_prelogin_per_ip:
-                refusal = (f"Too many connections not logged in from your address ({self.cfg.max_prelogin_per_ip}); "
-                           "try again later.")
-            if refusal is not None:
-                log.warning("refused %s: %s", ip, refusal)
-                self.shared.events.connection_refused("limit")
-                self.shared.defender.record(ip, "limit_exceeded")
-                with contextlib.suppress(ConnectionError, OSError):
-                    conn.write(Reply.of(421, refusal).to_bytes())
-                    await conn.drain()
-                conn.close()
-                return
-            self._per_ip[ip] += 1
-            try:
-                await Session(self.shared, conn, implicit_tls=implicit, admission=admission).run()
-            finally:
-                self._per_ip[ip] -= 1
-                if self._per_ip[ip] <= 0:
-                    del self._per_ip[ip]
+            admission = await admit(self.cfg, conn, ip)
+        finally:
+            self._admitting.discard(task)
+        if admission is None:
+            return
+        ip = plain_ip(admission.client[0]) if admission.client else ip
+        session = self._session(conn, ip, implicit, admission)
+        if session is not None:
+            await session.run()
+
+    def _session(self, conn: ControlConnection, ip: str, implicit: bool, admission: Admission | None
+                 ) -> Session | None:
+        """The session of a control connection from ``ip``, or ``None`` when the address is banned or a session
+        limit is reached: then the client is told so (421) and the connection is closed once that is sent."""
+        refusal = None
+        ban = self.shared.defender.banned(ip)
+        if ban is not None:
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ban.until))
+            log.debug("refused %s: banned until %s", ip, until)
+            self.shared.events.connection_refused("banned")
+            conn.write(Reply.of(421, f"Your address is banned until {until}: too many failed logins "
+                                     "or errors.").to_bytes())
+            conn.close()
+            return None
+        if len(self.shared.sessions) >= self.cfg.max_sessions:
+            refusal = f"Too many sessions ({self.cfg.max_sessions}); try again later."
+        elif self.shared.per_ip[ip] >= self.cfg.max_sessions_per_ip:
+            refusal = f"Too many sessions from your address ({self.cfg.max_sessions_per_ip}); try again later."
+        elif self.shared.prelogin[ip] >= self.cfg.max_prelogin_per_ip:
+            refusal = (f"Too many connections not logged in from your address ({self.cfg.max_prelogin_per_ip}); "
+                       "try again later.")
+        if refusal is not None:
+            log.warning("refused %s: %s", ip, refusal)
+            self.shared.events.connection_refused("limit")
+            self.shared.defender.record(ip, "limit_exceeded")
+            conn.write(Reply.of(421, refusal).to_bytes())
+            conn.close()
+            return None
+        try:
+            return Session(self.shared, conn, implicit_tls=implicit, admission=admission)
         except Exception:
             log.exception("session from %s failed", ip)
-            conn.close()
-        finally:
-            self._tasks.discard(task)
+            conn.abort()
+            return None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; close idle sessions; let running transfers finish within the grace period."""
@@ -258,8 +263,10 @@ class FTPServer:
         for session in list(self.shared.sessions):
             session.wake()
         deadline = time.monotonic() + grace
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        tasks = {task for session in self.shared.sessions if (task := session.task) is not None}
+        tasks |= self._admitting
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:

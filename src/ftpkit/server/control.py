@@ -34,7 +34,8 @@ ACCEPT_RETRY = 1.0
 """Seconds the listener stops accepting when the process is out of descriptors or memory (as asyncio does)."""
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-OnConnection = Callable[["ControlConnection"], Coroutine[Any, Any, None]]
+OnConnection = Callable[["ControlConnection"], "Coroutine[Any, Any, None] | None"]
+"""Called with each new connection: the coroutine its task runs, or ``None`` (refused, closing already)."""
 
 
 class ControlConnection:
@@ -48,8 +49,8 @@ class ControlConnection:
     )
 
     def __init__(self, sock: socket.socket, peer: Any, on_connection: OnConnection) -> None:
-        """``sock``: an accepted, non-blocking TCP socket from ``peer`` (what accept said); the session
-        ``on_connection`` starts as a task."""
+        """``sock``: an accepted, non-blocking TCP socket from ``peer`` (what accept said); the coroutine
+        ``on_connection`` returns (the session) runs as the connection's task."""
         self._loop = asyncio.get_running_loop()
         self._sock = sock
         self._fd = sock.fileno()
@@ -58,8 +59,10 @@ class ControlConnection:
             self._local = sock.getsockname()
         except OSError:  # reset already: the session only says goodbye to it
             self._local = ("::", 0) if sock.family == socket.AF_INET6 else ("0.0.0.0", 0)
-        self._buffer = bytearray()  # received, not taken yet
-        self._out = bytearray()  # replies the kernel did not take yet
+        # Bytes, not bytearrays: an idle connection holds no buffer of its own, and a command received in one piece
+        # is taken as it came, uncopied.
+        self._buffer = b""  # received, not taken yet
+        self._out: bytes | bytearray = b""  # replies the kernel did not take yet (a bytearray while there are some)
         self._eof = False
         self._error: BaseException | None = None
         self._lost = False  # the socket is closed
@@ -67,10 +70,13 @@ class ControlConnection:
         self._reading = True
         self._waiter: asyncio.Future[None] | None = None  # woken when bytes, the end or the loss arrive
         self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None  # made by the first drain that waits
         self._closed: asyncio.Future[None] | None = None  # made by wait_closed only if the connection is still up
         self._loop.add_reader(self._fd, self._on_readable)
-        self.task: asyncio.Task[None] = self._loop.create_task(on_connection(self))
+        self.task: asyncio.Task[None] | None = None
+        coro = on_connection(self)
+        if coro is not None:
+            self.task = self._loop.create_task(coro)
 
     @property
     def transport(self) -> ControlConnection:
@@ -91,24 +97,27 @@ class ControlConnection:
             self._eof = True  # half-open: the replies to what came before the end still go out
             self._wake()
             return
-        self._buffer += data
+        self._buffer = self._buffer + data if self._buffer else data
         if len(self._buffer) > READ_LIMIT:
             self._stop_reading()
         self._wake()
 
     def _on_writable(self) -> None:
+        out = self._out
+        assert isinstance(out, bytearray)  # the writer is added with the first bytes the kernel did not take
         try:
-            n = self._sock.send(self._out)
+            n = self._sock.send(out)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._lose(exc)
             return
-        del self._out[:n]
-        if self._out:
-            if self._write_paused and len(self._out) <= WRITE_LOW:
+        del out[:n]
+        if out:
+            if self._write_paused and len(out) <= WRITE_LOW:
                 self._resume_writing()
             return
+        self._out = b""
         self._loop.remove_writer(self._fd)
         self._resume_writing()
         if self._closing:
@@ -126,7 +135,7 @@ class ControlConnection:
         self._stop_reading()
         if self._out:
             self._loop.remove_writer(self._fd)
-            self._out.clear()
+            self._out = b""
         self._lost = True
         self._closing = True
         self._sock.close()
@@ -140,22 +149,21 @@ class ControlConnection:
 
     def _resume_writing(self) -> None:
         self._write_paused = False
-        for waiter in self._drain_waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-        self._drain_waiters.clear()
 
     # --- reading --------------------------------------------------------------------------------------------
     def take(self, n: int = READ_SIZE) -> bytes | None:
         """At most ``n`` bytes of what arrived and was not taken yet; ``b""`` at the end of the stream, ``None``
         when nothing came yet. Raises the connection's error when it broke."""
-        if self._buffer:
-            if len(self._buffer) > n:
-                data = bytes(self._buffer[:n])
-                del self._buffer[:n]
+        data = self._buffer
+        if data:
+            if len(data) > n:
+                data, self._buffer = data[:n], data[n:]
             else:
-                data = bytes(self._buffer)
-                self._buffer.clear()
+                self._buffer = b""
             if not self._reading and not self._eof and not self._closing and len(self._buffer) <= READ_LIMIT:
                 self._loop.add_reader(self._fd, self._on_readable)
                 self._reading = True
@@ -202,7 +210,7 @@ class ControlConnection:
             if n == len(data):
                 return
             self._loop.add_writer(self._fd, self._on_writable)
-            self._out += memoryview(data)[n:]
+            self._out = bytearray(memoryview(data)[n:])
         else:
             self._out += data
         if len(self._out) > WRITE_HIGH:
@@ -227,6 +235,8 @@ class ControlConnection:
         if not self._write_paused:
             return
         waiter = self._loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(waiter)
         await waiter
         if self._lost:

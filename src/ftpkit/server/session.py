@@ -64,7 +64,8 @@ class Shared:
     active_source_port: int | None = None  # 20 when active_from_port_20 is in force
     storage_factory: StorageFactory = LocalStorage
     tls_context: ssl.SSLContext | None = None
-    sessions: set[Session] = field(default_factory=set)
+    sessions: set[Session] = field(default_factory=set)  # from the accept to the end of the session
+    per_ip: Counter[str] = field(default_factory=Counter)  # sessions per client address
     prelogin: Counter[str] = field(default_factory=Counter)  # sessions not logged in, per client address
     stopping: bool = False  # set at shutdown: sessions close (421) as soon as no transfer runs
     digest_slots: asyncio.Semaphore | None = None  # HASH and X digests at once, server-wide (made at first use)
@@ -84,8 +85,8 @@ def _urgent_data_in_line(conn: ControlConnection) -> None:
 class Session:
     # Slots, not a __dict__ (1.6 kB per session by tracemalloc): idle sessions are held by the thousand.
     __slots__ = (
-        "_crashed", "_deadline", "_loop", "_prelogin", "_timed_out", "_timer", "_wakeup", "_watched", "account",
-        "admission", "ascii", "cfg", "commands", "conv", "cwd", "data", "epsv_all", "failures", "hashing", "id",
+        "_crashed", "_deadline", "_hashing", "_loop", "_prelogin", "_timed_out", "_timer", "_wakeup", "_watched",
+        "account", "admission", "ascii", "cfg", "commands", "conv", "cwd", "data", "epsv_all", "failures", "id",
         "implicit_tls", "last_port_command", "local_ip", "local_port", "logged_in", "login_deadline", "mlst_facts",
         "pbsz", "peer_ip", "peer_port", "pending_user", "previous_verb", "prot_private", "rename_from", "rest",
         "shared", "started", "storage", "stream", "transfer", "transfers", "warned",
@@ -114,15 +115,17 @@ class Session:
         self.transfer: Transfer | None = None
         self.transfers = 0
         self._loop = asyncio.get_running_loop()
-        self._wakeup: asyncio.Future[None] | None = None  # what the control loop awaits (see _first_done)
+        self._wakeup: asyncio.Future[None] | None = None  # what the control loop awaits (see _arm_wait)
         self._deadline: float | None = None  # when the control loop's wait ends without input (loop time)
         self._timer: Deadline | None = None  # one per session, re-armed only when it fires early
         self._timed_out = False
         self._watched: Transfer | None = None  # the transfer whose task the session watches for a crash
-        self._crashed: list[Transfer] = []  # transfers whose task ended with an unexpected exception
+        self._crashed: tuple[Transfer, ...] = ()  # transfers whose task ended with an unexpected exception
         self.data: DataChannel | None = None
         self._prelogin = False
         self.reinitialize()
+        shared.sessions.add(self)  # counted from now on: the limits of the next accept see this session
+        shared.per_ip[self.peer_ip] += 1
 
     def reinitialize(self) -> None:
         """The state a new session starts with (and REIN returns to): logged out, TYPE A, no data connection."""
@@ -141,10 +144,17 @@ class Session:
         self.previous_verb = ""
         self.epsv_all = False
         self.mlst_facts: tuple[str, ...] = MLST_FACTS  # chosen by OPTS MLST (RFC 3659 7.9)
-        self.hashing = HashState()  # OPTS HASH and RANG (REIN starts them again)
+        self._hashing: HashState | None = None  # OPTS HASH and RANG (REIN starts them again); made at first use
         # FTPS (RFC 4217): the control connection's TLS stays, the data protection starts again
         self.pbsz = False
         self.prot_private = False
+
+    @property
+    def hashing(self) -> HashState:
+        """The session's choices for HASH (OPTS HASH, RANG)."""
+        if self._hashing is None:
+            self._hashing = HashState()
+        return self._hashing
 
     # --- replies -------------------------------------------------------------------------------------------
     @property
@@ -244,8 +254,13 @@ class Session:
         return (self.local_ip, port) if port is not None else None
 
     # --- the control loop ----------------------------------------------------------------------------------
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task that runs this session (what a shutdown waits for)."""
+        return self.stream.conn.task
+
     async def run(self) -> None:
-        self.shared.sessions.add(self)
+        """The session, from the greeting to the close of the control connection; what its task runs."""
         health = bool(self.admission and self.admission.health_check)  # a balancer's check: not worth a line
         level = logging.DEBUG if health else logging.INFO
         via = f" via {self.admission.proxy}" if self.admission and self.admission.proxy else ""
@@ -265,7 +280,8 @@ class Session:
             await self.stream.drain()
             while self.conv.phase is Phase.READY:
                 if self._crashed:
-                    await self._answer_crashed_transfer(self._crashed.pop(0))
+                    crashed, self._crashed = self._crashed[0], self._crashed[1:]
+                    await self._answer_crashed_transfer(crashed)
                     continue
                 if self.shared.stopping and self.transfer is None:
                     self._send(self.conv.notice(Reply.of(421, "Server shutting down.")))
@@ -291,14 +307,16 @@ class Session:
                         first = False
                         self.conv.receive_data(data)
                         continue
-                waits: list[asyncio.Future] = []
-                if self.transfer is not None and self.transfer.task is not None:
-                    waits.append(self.transfer.task)
+                running = self.transfer.task if self.transfer is not None else None
                 timeout = None if self.transfer is not None else self.cfg.idle_timeout
                 if self.account is None:  # trickled bytes cannot extend the time to log in (slowloris)
                     left = max(0.0, self.login_deadline - time.monotonic())
                     timeout = left if timeout is None else min(timeout, left)
-                woken = await self._first_done(waits, timeout, reading)
+                wakeup = self._arm_wait(running, timeout, reading)
+                try:
+                    await wakeup
+                finally:
+                    woken = self._disarm_wait(running, reading)
                 if not woken:
                     if self.account is None and time.monotonic() >= self.login_deadline:
                         log.info("[%s] no login from %s within %g s: closing", self.id, self.peer_ip,
@@ -319,48 +337,67 @@ class Session:
             log.error("[%s] internal error in the control loop: %s", self.id, exc, exc_info=exc)
             await self._close_with_421("Internal error: closing control connection.")
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            await self.abort_transfer()
-            self.set_data(None)
-            self.stream.close()
-            if not self.stream.conn.lost:  # replies still on their way out (nearly always gone already)
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2):
-                        await self.stream.wait_closed()
-                # a client that reads no reply would hold the socket (and our buffer) as long as it acks the
-                # kernel's zero-window probes, which is forever: it gets two seconds, then the socket is closed
-                self.stream.conn.abort()
-            self.shared.sessions.discard(self)
-            self.set_prelogin(False)
-            probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line
-            log.log(logging.DEBUG if probe or health else logging.INFO, "[%s] end of session %s@%s after %.1f s, "
-                    "%d commands, %d transfers", self.id, self.user, self.peer_ip, time.monotonic() - self.started,
-                    self.commands, self.transfers)
+            try:
+                await self._close()
+            except Exception as exc:  # logged; the session is still forgotten below, its counts go down
+                log.error("[%s] internal error closing the session: %s", self.id, exc, exc_info=exc)
+            self._forget(level)
 
-    async def _first_done(self, waits: list[asyncio.Future], timeout: float | None, reading: bool) -> bool:
-        """Wait until one of ``waits`` is done, input arrives on the control connection (when ``reading``) or
-        :meth:`wake` is called (``True``), or ``timeout`` passes (``False``). What asyncio.wait does for the control
-        loop with one future per wait: no read task, and no timer either (the session's one timer is re-armed
-        only when it fires before the deadline, so a command costs a float, not a timer handle)."""
+    async def _close(self) -> None:
+        """Stop the transfer and the data connection, close the control connection once its replies are out."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.abort_transfer()
+        self.set_data(None)
+        self.stream.close()
+        if not self.stream.conn.lost:  # replies still on their way out (nearly always gone already)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.stream.wait_closed()
+            # a client that reads no reply would hold the socket (and our buffer) as long as it acks the
+            # kernel's zero-window probes, which is forever: it gets two seconds, then the socket is closed
+            self.stream.conn.abort()
+
+    def _forget(self, level: int) -> None:
+        """The session is over: out of the server's counts, into the metrics, and a line in the log."""
+        self.shared.sessions.discard(self)
+        per_ip = self.shared.per_ip
+        per_ip[self.peer_ip] -= 1
+        if per_ip[self.peer_ip] <= 0:
+            del per_ip[self.peer_ip]
+        self.set_prelogin(False)
+        probe = self.shared.events.session_closed(self) == "probe"  # a TCP health check: not worth a line
+        log.log(logging.DEBUG if probe else level, "[%s] end of session %s@%s after %.1f s, %d commands, "
+                "%d transfers", self.id, self.user, self.peer_ip, time.monotonic() - self.started, self.commands,
+                self.transfers)
+
+    def _arm_wait(self, running: asyncio.Future | None, timeout: float | None, reading: bool
+                  ) -> asyncio.Future[None]:
+        """The future the control loop awaits until the transfer task ``running`` is done, input arrives on the
+        control connection (when ``reading``) or :meth:`wake` is called, or ``timeout`` passes: what asyncio.wait
+        does with one future per wait and no read task, no timer and no coroutine of its own (the session's one
+        timer is re-armed only when it fires before the deadline, so a command costs a float, not a timer handle).
+        :meth:`_disarm_wait` undoes it once the future is done or the wait is cancelled."""
         wakeup = self._wakeup = self._loop.create_future()
         self._timed_out = False
         if reading:
             self.stream.wake_on_input(wakeup)
-        for fut in waits:
-            fut.add_done_callback(self._wake_by)
+        if running is not None:
+            running.add_done_callback(self._wake_by)
         self._set_deadline(None if timeout is None else self._loop.time() + timeout)
-        try:
-            await wakeup
-        finally:
-            self._deadline = None
-            self._wakeup = None
-            if reading:
-                self.stream.wake_on_input(None)
-            for fut in waits:
-                fut.remove_done_callback(self._wake_by)
-        return not self._timed_out or any(fut.done() for fut in waits)
+        return wakeup
+
+    def _disarm_wait(self, running: asyncio.Future | None, reading: bool) -> bool:
+        """End the wait of :meth:`_arm_wait`: ``False`` when only its timeout ended it."""
+        self._deadline = None
+        self._wakeup = None
+        if reading:
+            self.stream.wake_on_input(None)
+        if running is None:
+            return not self._timed_out
+        running.remove_done_callback(self._wake_by)
+        return not self._timed_out or running.done()
 
     def _set_deadline(self, deadline: float | None) -> None:
         self._deadline = deadline
@@ -465,7 +502,7 @@ class Session:
         exc = task.exception()
         log.error("[%s] internal error in the %s transfer of %s: %s", self.id, transfer.command.verb, transfer.path,
                   exc, exc_info=exc)
-        self._crashed.append(transfer)
+        self._crashed += (transfer,)
         self.wake()
 
     async def _answer_crashed_transfer(self, transfer: Transfer) -> None:
